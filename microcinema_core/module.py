@@ -1,0 +1,191 @@
+"""The MicroCinema "motion + appearance" module: every weight MicroCinema adds to an SD UNet.
+
+    temporal.<block>.res.<k>.{t1,t2}   pseudo-3D temporal convs of the k-th ResBlock of a block
+    temporal.<block>.motion            temporal transformer (AnimateDiff layout) after the block's attention
+    inject.<block>.res.<k>             SPADE projector/gamma/beta feeding the ResBlock's second temporal layer
+    inject.<block>.attn                additive projection after the block's spatial attention
+    appearnet.*                        AppearNet: hint_in zero conv + a copy of time_embed, input_blocks and
+                                       middle_block (SD key names) + their own temporal layers
+
+<block> is ``input.<i>``, ``middle`` or ``output.<j>`` (indices of the SD UNet's blocks). The spatial UNet is
+not part of this module: it stays the user's SD model, so LoRAs, ControlNets and patches keep working on it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .layout import BlockInfo, UNetLayout, read_layout
+from .temporal import ResBlockTemporal, TemporalTransformer
+
+HINT_CHANNELS_EXTRA = 1  # keyframe-position mask channel appended to the keyframe latent
+
+
+@dataclass
+class ModuleConfig:
+    temporal_convs: bool = True
+    motion_modules: bool = True
+    motion_heads: int = 8
+    motion_attention_blocks: int = 2
+    motion_ff_mult: int = 4
+    motion_layers: int = 1
+    motion_mid_block: bool = True
+    appearnet: bool = True
+    latent_channels: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModuleConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+class BlockTemporal(nn.Module):
+    def __init__(self, info: BlockInfo, cfg: ModuleConfig, operations, dtype, device):
+        super().__init__()
+        self.res = nn.ModuleList([ResBlockTemporal(c, operations, dtype, device) for c in info.res_channels]) \
+            if cfg.temporal_convs else None
+        wants_motion = cfg.motion_modules and (info.part != "middle" or cfg.motion_mid_block)
+        self.motion = TemporalTransformer(info.channels, cfg.motion_heads, cfg.motion_attention_blocks,
+                                          cfg.motion_ff_mult, cfg.motion_layers, operations, dtype, device) \
+            if wants_motion else None
+
+
+class SpadeInjection(nn.Module):
+    """p = Projector(a); gamma = Conv1x1(p); beta = Conv1x1(p). Our choice: the projector is a 1x1 conv + SiLU;
+    gamma/beta convs are zero-initialised so an untrained AppearNet changes nothing."""
+
+    zero_init = ("to_gamma", "to_beta")
+
+    def __init__(self, channels: int, operations, dtype, device):
+        super().__init__()
+        self.projector = operations.Conv2d(channels, channels, 1, dtype=dtype, device=device)
+        self.to_gamma = operations.Conv2d(channels, channels, 1, dtype=dtype, device=device)
+        self.to_beta = operations.Conv2d(channels, channels, 1, dtype=dtype, device=device)
+
+    def forward(self, appearance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = nn.functional.silu(self.projector(appearance))
+        return self.to_gamma(p), self.to_beta(p)
+
+
+class AttentionInjection(nn.Module):
+    """out = Attn(x) + Projector'(a'), the projector a zero-initialised 1x1 conv."""
+
+    zero_init = ("proj",)
+
+    def __init__(self, channels: int, operations, dtype, device):
+        super().__init__()
+        self.proj = operations.Conv2d(channels, channels, 1, dtype=dtype, device=device)
+
+    def forward(self, appearance: torch.Tensor) -> torch.Tensor:
+        return self.proj(appearance)
+
+
+class BlockInjection(nn.Module):
+    def __init__(self, info: BlockInfo, operations, dtype, device):
+        super().__init__()
+        self.res = nn.ModuleList([SpadeInjection(c, operations, dtype, device) for c in info.res_channels])
+        self.attn = AttentionInjection(info.channels, operations, dtype, device) if info.has_attention else None
+
+
+def _block_dict(layout: UNetLayout, make, parts=("input", "middle", "output")) -> nn.ModuleDict:
+    out = nn.ModuleDict()
+    for part in parts:
+        if part == "middle":
+            out["middle"] = make(layout.middle)
+            continue
+        sub = nn.ModuleDict()
+        for info in getattr(layout, part):
+            if info.animated:
+                sub[str(info.index)] = make(info)
+        out[part] = sub
+    return out
+
+
+def block_entry(container: nn.ModuleDict, info: BlockInfo):
+    if info.part == "middle":
+        return container["middle"]
+    sub = container[info.part]
+    key = str(info.index)
+    return sub[key] if key in sub else None
+
+
+class AppearNet(nn.Module):
+    """A ControlNet-like copy of the video UNet's encoder + middle block, fed z_t + ZeroConv(hint)."""
+
+    zero_init = ("hint_in",)
+
+    def __init__(self, unet: nn.Module, layout: UNetLayout, cfg: ModuleConfig, operations, dtype, device,
+                 copy_weights: bool):
+        super().__init__()
+        hint_channels = cfg.latent_channels + HINT_CHANNELS_EXTRA
+        self.hint_in = operations.Conv2d(hint_channels, cfg.latent_channels, 3, padding=1, dtype=dtype, device=device)
+        # Same classes and key names as the main UNet's encoder; initialised from it (as ControlNet does).
+        self.time_embed = copy.deepcopy(unet.time_embed)
+        self.input_blocks = copy.deepcopy(unet.input_blocks)
+        self.middle_block = copy.deepcopy(unet.middle_block)
+        if not copy_weights:
+            for p in list(self.time_embed.parameters()) + list(self.input_blocks.parameters()) + \
+                    list(self.middle_block.parameters()):
+                p.data = torch.empty_like(p.data, dtype=dtype or p.dtype, device=device or p.device)
+        elif dtype is not None or device is not None:
+            for m in (self.time_embed, self.input_blocks, self.middle_block):
+                m.to(dtype=dtype, device=device)
+        self.temporal = _block_dict(layout, lambda info: BlockTemporal(info, cfg, operations, dtype, device),
+                                    parts=("input", "middle"))
+
+
+class MicroCinemaModule(nn.Module):
+    def __init__(self, unet: nn.Module, cfg: ModuleConfig, operations, dtype=None, device=None,
+                 copy_encoder: bool = True):
+        super().__init__()
+        self.config = cfg
+        self.layout = read_layout(unet)
+        self.temporal = _block_dict(self.layout, lambda info: BlockTemporal(info, cfg, operations, dtype, device))
+        if cfg.appearnet:
+            self.inject = _block_dict(self.layout, lambda info: BlockInjection(info, operations, dtype, device))
+            self.appearnet = AppearNet(unet, self.layout, cfg, operations, dtype, device, copy_encoder)
+        else:
+            self.inject = None
+            self.appearnet = None
+
+
+def _torch_class(layer: nn.Module) -> type:
+    """The torch.nn class under a comfy.ops layer (whose own reset_parameters does nothing on purpose)."""
+    return next(c for c in type(layer).__mro__ if c.__module__.startswith("torch.nn.modules"))
+
+
+def initialise_new_weights(module: nn.Module, skip_prefixes: tuple[str, ...] = ()) -> None:
+    """comfy.ops layers skip weight initialisation; give every new layer torch's default init, norms (1, 0),
+    then zero the layers the design requires to start at zero (``zero_init`` on their parent modules)."""
+    for name, layer in module.named_modules():
+        if any(name.startswith(p) for p in skip_prefixes):
+            continue
+        if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            _torch_class(layer).reset_parameters(layer)
+        elif isinstance(layer, (nn.GroupNorm, nn.LayerNorm)) and layer.weight is not None:
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    for name, layer in module.named_modules():
+        if any(name.startswith(p) for p in skip_prefixes):
+            continue
+        for child_name in getattr(type(layer), "zero_init", ()):
+            child = getattr(layer, child_name)
+            for p in child.parameters():
+                nn.init.zeros_(p)
+
+
+def build_module(unet: nn.Module, cfg: ModuleConfig, operations, dtype=None, device=None,
+                 fresh: bool = True) -> MicroCinemaModule:
+    """A MicroCinema module shaped for ``unet``. ``fresh``: initialise it (zero temporal outputs, AppearNet copied
+    from the UNet's encoder); otherwise weights are left to a state-dict load."""
+    module = MicroCinemaModule(unet, cfg, operations, dtype, device, copy_encoder=fresh)
+    if fresh:
+        skip = ("appearnet.time_embed", "appearnet.input_blocks", "appearnet.middle_block")
+        initialise_new_weights(module, skip_prefixes=skip)
+    return module

@@ -1,0 +1,144 @@
+"""Temporal layers that inflate an SD UNet to video (method.md section 2).
+
+Frames travel in the batch dimension: every tensor is [(b t), c, h, w] with the t frames of one video
+consecutive; ``num_frames`` tells the layers how to regroup them.
+
+- ``TemporalConv``: the pseudo-3D layer placed after each spatial stage of a ResBlock. GroupNorm over
+  (T, H, W) -> SiLU -> conv with kernel 3 over time and 1x1 over space, residual. Its last conv is zero-
+  initialised, so an untrained layer is the identity. The conv is a Conv2d with kernel (3, 1) over a
+  [b, c, t, h*w] view instead of a Conv3d: same maths, and it runs where Conv3d does not (Apple MPS).
+  An optional SPADE modulation ``(1 + gamma) * GN(h) + beta`` is how AppearNet reaches ResBlocks.
+- ``TemporalTransformer``: temporal self-attention over the frame axis in the AnimateDiff motion-module
+  layout (same sub-module names and tensor shapes), so AnimateDiff v1/v2/v3 motion modules can initialise
+  it. Its output projection is zero-initialised, so an untrained module is the identity too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from comfy.ldm.modules.attention import optimized_attention
+from einops import rearrange
+from torch import nn
+
+
+def sinusoidal_positions(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
+    """[1, T, C] sinusoidal frame positions, identical to AnimateDiff's PositionalEncoding table (sin on even
+    channels, cos on odd ones, frequencies 10000^(-2i/C)); computed for any T instead of a stored table."""
+    position = torch.arange(num_frames, dtype=torch.float32, device=device)[:, None]
+    div_term = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / channels))
+    pe = torch.zeros(1, num_frames, channels, dtype=torch.float32, device=device)
+    pe[0, :, 0::2] = torch.sin(position * div_term)
+    pe[0, :, 1::2] = torch.cos(position * div_term)
+    return pe.to(dtype) if dtype is not None else pe
+
+
+class TemporalConv(nn.Module):
+    """h + Conv_t(SiLU(Norm(h))), Norm = GroupNorm over (T, H, W), optionally SPADE-modulated."""
+
+    zero_init = ("conv",)
+
+    def __init__(self, channels: int, operations, dtype=None, device=None):
+        super().__init__()
+        self.norm = operations.GroupNorm(32, channels, dtype=dtype, device=device)
+        self.conv = operations.Conv2d(channels, channels, kernel_size=(3, 1), padding=(1, 0), dtype=dtype, device=device)
+
+    def forward(self, h: torch.Tensor, num_frames: int, gamma: Optional[torch.Tensor] = None,
+                beta: Optional[torch.Tensor] = None) -> torch.Tensor:
+        height = h.shape[-2]
+        x = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
+        x = self.norm(x)
+        if gamma is not None:
+            x = x * (1 + rearrange(gamma, "(b t) c h w -> b c t h w", t=num_frames)) \
+                + rearrange(beta, "(b t) c h w -> b c t h w", t=num_frames)
+        x = F.silu(x)
+        x = self.conv(rearrange(x, "b c t h w -> b c t (h w)"))
+        return h + rearrange(x, "b c t (h w) -> (b t) c h w", h=height)
+
+
+class ResBlockTemporal(nn.Module):
+    """The two temporal layers of one pseudo-3D ResBlock (after in_layers and after out_layers)."""
+
+    def __init__(self, channels_after_in: int, operations, dtype=None, device=None):
+        super().__init__()
+        self.t1 = TemporalConv(channels_after_in, operations, dtype, device)
+        self.t2 = TemporalConv(channels_after_in, operations, dtype, device)
+
+
+class TemporalAttention(nn.Module):
+    """AnimateDiff's "VersatileAttention" in temporal self-attention mode: positions added, then attention
+    across frames for every spatial location (ComfyUI's optimized attention does the maths)."""
+
+    def __init__(self, channels: int, heads: int, operations, dtype=None, device=None):
+        super().__init__()
+        self.heads = heads
+        self.to_q = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
+        self.to_k = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
+        self.to_v = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
+        self.to_out = nn.ModuleList([operations.Linear(channels, channels, dtype=dtype, device=device), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [(b h w), t, c]
+        x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        out = optimized_attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
+        return self.to_out[0](out)
+
+
+class GEGLUFeedForward(nn.Module):
+    """Feed-forward with a GEGLU input projection, AnimateDiff/diffusers key names (net.0.proj, net.2)."""
+
+    def __init__(self, channels: int, mult: int, operations, dtype=None, device=None):
+        super().__init__()
+        inner = channels * mult
+        proj = nn.Module()
+        proj.proj = operations.Linear(channels, inner * 2, dtype=dtype, device=device)
+        self.net = nn.ModuleList([proj, nn.Dropout(0.0), operations.Linear(inner, channels, dtype=dtype, device=device)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, gate = self.net[0].proj(x).chunk(2, dim=-1)
+        return self.net[2](hidden * F.gelu(gate))
+
+
+class TemporalTransformerBlock(nn.Module):
+    def __init__(self, channels: int, heads: int, attention_blocks: int, ff_mult: int, operations,
+                 dtype=None, device=None):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(
+            [TemporalAttention(channels, heads, operations, dtype, device) for _ in range(attention_blocks)])
+        self.norms = nn.ModuleList(
+            [operations.LayerNorm(channels, dtype=dtype, device=device) for _ in range(attention_blocks)])
+        self.ff = GEGLUFeedForward(channels, ff_mult, operations, dtype, device)
+        self.ff_norm = operations.LayerNorm(channels, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for attention, norm in zip(self.attention_blocks, self.norms):
+            x = attention(norm(x)) + x
+        return self.ff(self.ff_norm(x)) + x
+
+
+class TemporalTransformer(nn.Module):
+    """AnimateDiff "TemporalTransformer3DModel": per-frame GroupNorm -> proj_in -> temporal blocks -> proj_out,
+    residual. Sub-module names match the public motion-module files."""
+
+    zero_init = ("proj_out",)
+
+    def __init__(self, channels: int, heads: int = 8, attention_blocks: int = 2, ff_mult: int = 4,
+                 layers: int = 1, operations=None, dtype=None, device=None):
+        super().__init__()
+        self.norm = operations.GroupNorm(32, channels, eps=1e-6, dtype=dtype, device=device)
+        self.proj_in = operations.Linear(channels, channels, dtype=dtype, device=device)
+        self.transformer_blocks = nn.ModuleList([
+            TemporalTransformerBlock(channels, heads, attention_blocks, ff_mult, operations, dtype, device)
+            for _ in range(layers)])
+        self.proj_out = operations.Linear(channels, channels, dtype=dtype, device=device)
+
+    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+        height, width = h.shape[-2:]
+        x = self.norm(h)
+        x = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
+        x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x)
+        x = self.proj_out(x)
+        return h + rearrange(x, "(b h w) t c -> (b t) c h w", h=height, w=width)

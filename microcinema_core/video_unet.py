@@ -1,0 +1,247 @@
+"""The MicroCinema video UNet forward pass over an SD UNet's own blocks.
+
+``VideoUNet`` takes the place of a BaseModel's ``diffusion_model`` (as a ModelPatcher object patch). It
+registers the SD UNet's sub-modules under their own names (the same objects: no copy), so LoRA patches, weight
+offloading and key-based tools see ``diffusion_model.input_blocks...`` exactly as before, plus the MicroCinema
+module under ``diffusion_model.microcinema``. The forward mirrors ComfyUI's UNetModel._forward (wrappers,
+emb/input/output block patches, ControlNet residuals at the same points, transformer_options for spatial
+attention patches) and adds, per block: pseudo-3D ResBlocks, a temporal transformer, and AppearNet injection.
+
+Conditioning arrives as keyword arguments (ComfyUI model conds, see ``conditioning.py``):
+  mc_num_frames  int, frames per video (T); the batch is [(groups * videos * T), ...]
+  mc_hint        [N, latent_channels + 1, h, w] keyframe latent (model space) + keyframe-position mask
+  mc_strength    [N] AppearNet strength per frame (0 switches it off)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import comfy.patcher_extension
+import torch
+from comfy.ldm.modules.attention import SpatialTransformer
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample, apply_control, timestep_embedding
+from torch import nn
+
+from .layout import BlockInfo
+from .module import MicroCinemaModule, block_entry
+from .temporal import ResBlockTemporal
+
+
+class MicroCinemaInputError(ValueError):
+    """Raised for conditioning the video model cannot use; the message says what to connect."""
+
+
+_SPATIAL_ATTRIBUTES = ("model_channels", "in_channels", "out_channels", "num_classes", "dtype",
+                       "predict_codebook_ids", "default_num_video_frames", "context_dim", "num_res_blocks")
+
+
+class VideoUNet(nn.Module):
+    def __init__(self, spatial: nn.Module, module: MicroCinemaModule):
+        super().__init__()
+        for name, child in spatial.named_children():
+            self.add_module(name, child)
+        for name in _SPATIAL_ATTRIBUTES:
+            if hasattr(spatial, name):
+                setattr(self, name, getattr(spatial, name))
+        self.microcinema = module
+        self.layout = module.layout
+        # The UNet itself, unregistered (its children are registered above under their SD names).
+        self.__dict__["spatial"] = spatial
+
+    # -- entry point -------------------------------------------------------------------------------------
+    def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
+                                                     transformer_options),
+        ).execute(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+    def _forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        num_frames = self._frames(x, kwargs)
+        transformer_options["original_shape"] = list(x.shape)
+        transformer_options["transformer_index"] = 0
+        patches = transformer_options.get("patches", {})
+
+        appearance, strength = self._appearance(x, timesteps, context, y, num_frames, kwargs, transformer_options)
+
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels, repeat_only=False).to(x.dtype))
+        for p in patches.get("emb_patch", []):
+            emb = p(emb, self.model_channels, transformer_options)
+        if self.num_classes is not None:
+            emb = emb + self.label_emb(y)
+
+        module, layout = self.microcinema, self.layout
+        hs = []
+        h = x
+        for info, seq in zip(layout.input, self.input_blocks):
+            transformer_options["block"] = ("input", info.index)
+            h = self._run_block(seq, info, h, emb, context, num_frames, transformer_options,
+                                block_entry(module.temporal, info), self._injection(info), appearance, strength)
+            h = apply_control(h, control, "input")
+            for p in patches.get("input_block_patch", []):
+                h = p(h, transformer_options)
+            hs.append(h)
+            for p in patches.get("input_block_patch_after_skip", []):
+                h = p(h, transformer_options)
+
+        transformer_options["block"] = ("middle", 0)
+        if self.middle_block is not None:
+            h = self._run_block(self.middle_block, layout.middle, h, emb, context, num_frames, transformer_options,
+                                module.temporal["middle"], self._injection(layout.middle), appearance, strength)
+        h = apply_control(h, control, "middle")
+
+        for info, seq in zip(layout.output, self.output_blocks):
+            transformer_options["block"] = ("output", info.index)
+            hsp = apply_control(hs.pop(), control, "output")
+            for p in patches.get("output_block_patch", []):
+                h, hsp = p(h, hsp, transformer_options)
+            h = torch.cat([h, hsp], dim=1)
+            del hsp
+            output_shape = hs[-1].shape if hs else None
+            h = self._run_block(seq, info, h, emb, context, num_frames, transformer_options,
+                                block_entry(module.temporal, info), self._injection(info), appearance, strength,
+                                output_shape)
+        h = h.type(x.dtype)
+        return self.out(h)
+
+    # -- conditioning ------------------------------------------------------------------------------------
+    @staticmethod
+    def _frames(x: torch.Tensor, kwargs: dict) -> int:
+        num_frames = kwargs.get("mc_num_frames")
+        if num_frames is None:
+            raise MicroCinemaInputError(
+                "MicroCinema video model: this conditioning carries no video settings. Route BOTH the positive "
+                "and the negative conditioning through 'MicroCinema Image To Video' before the sampler.")
+        num_frames = int(num_frames)
+        if num_frames < 1 or x.shape[0] % num_frames != 0:
+            raise MicroCinemaInputError(
+                f"MicroCinema video model: a batch of {x.shape[0]} latent frames is not a whole number of "
+                f"{num_frames}-frame videos; use the LATENT from 'MicroCinema Image To Video' (or the same length).")
+        return num_frames
+
+    def _appearance(self, x, timesteps, context, y, num_frames, kwargs, transformer_options):
+        appearnet = self.microcinema.appearnet
+        hint, strength = kwargs.get("mc_hint"), kwargs.get("mc_strength")
+        if appearnet is None or hint is None or strength is None:
+            return None, None
+        strength = strength.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        if strength.shape[0] != x.shape[0] or hint.shape[0] != x.shape[0] or hint.shape[-2:] != x.shape[-2:]:
+            raise MicroCinemaInputError(
+                f"MicroCinema video model: appearance for {hint.shape[0]} frames of {tuple(hint.shape[-2:])} does "
+                f"not match the {x.shape[0]} latent frames of {tuple(x.shape[-2:])} being sampled.")
+        if not bool(torch.any(strength != 0)):
+            return None, None  # strength 0: AppearNet is off; skip its cost entirely
+        return self.run_appearnet(x, timesteps, context, y, hint.to(x), num_frames, transformer_options), strength
+
+    def run_appearnet(self, x, timesteps, context, y, hint, num_frames, transformer_options) -> dict:
+        """AppearNet over z_t + ZeroConv(hint): the video embedding of every encoder block and the middle."""
+        net, layout = self.microcinema.appearnet, self.layout
+        # Attention patches target the main UNet's blocks; AppearNet gets the options without them.
+        options = {k: v for k, v in transformer_options.items() if k not in ("patches", "patches_replace")}
+        options["transformer_index"] = 0
+        emb = net.time_embed(timestep_embedding(timesteps, self.model_channels, repeat_only=False).to(x.dtype))
+        if self.num_classes is not None:
+            emb = emb + self.label_emb(y)
+        h = x + net.hint_in(hint)
+        out = {}
+        for info, seq in zip(layout.input, net.input_blocks):
+            options["block"] = ("input", info.index)
+            h = self._run_block(seq, info, h, emb, context, num_frames, options, block_entry(net.temporal, info))
+            if info.animated:
+                out[info.key] = h
+        options["block"] = ("middle", 0)
+        out["middle"] = self._run_block(net.middle_block, layout.middle, h, emb, context, num_frames, options,
+                                        net.temporal["middle"])
+        return out
+
+    def _injection(self, info: BlockInfo):
+        return None if self.microcinema.inject is None else block_entry(self.microcinema.inject, info)
+
+    # -- one block ---------------------------------------------------------------------------------------
+    def _run_block(self, seq, info: BlockInfo, h, emb, context, num_frames, transformer_options, temporal,
+                   injection=None, appearance: Optional[dict] = None, strength=None, output_shape=None):
+        a = None
+        if appearance is not None and injection is not None:
+            a = appearance[self.layout.source_for(info)]
+        layers = list(seq)
+        motion = getattr(temporal, "motion", None)
+        motion_at = _motion_position(layers) if motion is not None else -1
+        res_index = 0
+        for i, layer in enumerate(layers):
+            if isinstance(layer, ResBlock):
+                modulation = None
+                if a is not None:
+                    gamma, beta = injection.res[res_index](a)
+                    modulation = (strength * gamma, strength * beta)
+                res_temporal = temporal.res[res_index] if temporal is not None and temporal.res is not None else None
+                h = pseudo3d_resblock(layer, res_temporal, h, emb, num_frames, modulation)
+                res_index += 1
+            elif isinstance(layer, SpatialTransformer):
+                h = layer(h, context, transformer_options)
+                if "transformer_index" in transformer_options:
+                    transformer_options["transformer_index"] += 1
+                if a is not None and injection.attn is not None:
+                    h = h + strength * injection.attn(a)
+            elif isinstance(layer, Upsample):
+                h = layer(h, output_shape=output_shape)
+            else:
+                h = _other_layer(layer, h, emb, context, transformer_options, output_shape)
+            if i == motion_at:
+                h = motion(h, num_frames)
+        return h
+
+
+def _motion_position(layers: list) -> int:
+    """The motion module follows the block's (last) spatial attention, or its last ResBlock when it has none,
+    and always comes before a resampler (AnimateDiff's placement)."""
+    attention = [i for i, layer in enumerate(layers) if isinstance(layer, SpatialTransformer)]
+    if attention:
+        return attention[-1]
+    res = [i for i, layer in enumerate(layers) if isinstance(layer, ResBlock)]
+    return res[-1] if res else -1
+
+
+def _other_layer(layer, h, emb, context, transformer_options, output_shape):
+    for class_type, handler in transformer_options.get("patches", {}).get("forward_timestep_embed_patch", []):
+        if isinstance(layer, class_type):
+            return handler(layer, h, emb, context, transformer_options, output_shape, None, None, None)
+    return layer(h)
+
+
+def pseudo3d_resblock(block: ResBlock, temporal: Optional[ResBlockTemporal], x: torch.Tensor, emb: torch.Tensor,
+                      num_frames: int, modulation=None) -> torch.Tensor:
+    """ResBlock._forward with the two temporal layers inserted: spatial -> temporal -> spatial -> temporal, one
+    outer residual. With temporal=None (or zero temporal convs) it computes exactly ResBlock._forward."""
+    if block.updown:
+        in_rest, in_conv = block.in_layers[:-1], block.in_layers[-1]
+        h = in_rest(x)
+        h = block.h_upd(h)
+        x = block.x_upd(x)
+        h = in_conv(h)
+    else:
+        h = block.in_layers(x)
+    if temporal is not None:
+        h = temporal.t1(h, num_frames)
+
+    emb_out = None
+    if not block.skip_t_emb:
+        emb_out = block.emb_layers(emb).type(h.dtype)
+        while len(emb_out.shape) < len(h.shape):
+            emb_out = emb_out[..., None]
+    if block.use_scale_shift_norm:
+        out_norm, out_rest = block.out_layers[0], block.out_layers[1:]
+        h = out_norm(h)
+        if emb_out is not None:
+            scale, shift = torch.chunk(emb_out, 2, dim=1)
+            h = h * (1 + scale) + shift
+        h = out_rest(h)
+    else:
+        if emb_out is not None:
+            if block.exchange_temb_dims:
+                emb_out = emb_out.movedim(1, 2)
+            h = h + emb_out
+        h = block.out_layers(h)
+    if temporal is not None:
+        gamma, beta = modulation if modulation is not None else (None, None)
+        h = temporal.t2(h, num_frames, gamma, beta)
+    return block.skip_connection(x) + h

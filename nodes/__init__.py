@@ -3,12 +3,20 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from . import model_folders
+from .image_to_video_nodes import MicroCinemaImageToVideo
+from .loader_nodes import MicroCinemaApplyModule, MicroCinemaCheckpointLoader
 from .noise_prior_nodes import MicroCinemaNoisePrior
+
+model_folders.register()
 
 
 class MicroCinemaExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [
+            MicroCinemaCheckpointLoader,
+            MicroCinemaApplyModule,
+            MicroCinemaImageToVideo,
             MicroCinemaNoisePrior,
         ]
 

@@ -24,6 +24,10 @@ class KeyframeNoisePrior:
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         samples = input_latent["samples"]
+        if self.gamma > 0 and input_latent.get("microcinema", {}).get("noise_prior_gamma", 0) > 0:
+            raise ValueError(
+                "MicroCinema Noise Prior: the latent already holds the noise prior (noise_prior_gamma > 0 on "
+                "'MicroCinema Image To Video'); set that to 0 when you use this NOISE, or the prior is added twice")
         base = comfy.sample.prepare_noise(samples, self.seed, input_latent.get("batch_index"))
         if samples.ndim != 4 or samples.shape[1:] != self.keyframes.shape[1:]:
             raise ValueError(

@@ -1,0 +1,49 @@
+"""What the image-to-video node attaches to CONDITIONING, as ComfyUI model conds.
+
+A CONDITIONING entry's ``model_conds`` dict reaches the diffusion model's forward as keyword arguments (after
+ComfyUI batches cond/uncond and resizes per batch), so the video settings travel with the prompt, not with
+the model: the same MODEL serves any length, keyframe and strength. Keys (see video_unet.py):
+  mc_num_frames  CONDConstant(T)              frames per video (batches only with equal T)
+  mc_hint        CONDNoiseShape[B*T, C+1, h, w] keyframe latent (model space) + keyframe-position mask;
+                                              noise-shaped so area conditioning crops it like the latent
+  mc_strength    CONDRegular[B*T]             AppearNet strength per frame
+"""
+from __future__ import annotations
+
+import comfy.conds
+import comfy.latent_formats
+import torch
+from einops import repeat
+
+from .noise_prior import repeat_keyframes
+
+
+def appearance_hint(keyframes_model: torch.Tensor, num_frames: int, key_index: int) -> torch.Tensor:
+    """[B*T, C+1, h, w]: every frame gets its video's keyframe latent and a mask that is 1 on the keyframe frame."""
+    b, _, h, w = keyframes_model.shape
+    mask = torch.zeros(num_frames, 1, h, w, dtype=keyframes_model.dtype)
+    mask[key_index] = 1.0
+    return torch.cat([repeat_keyframes(keyframes_model, num_frames),
+                      repeat(mask, "t c h w -> (b t) c h w", b=b)], dim=1)
+
+
+def appearance_model_conds(keyframes_raw: torch.Tensor, num_frames: int, key_index: int, strength: float) -> dict:
+    keyframes = comfy.latent_formats.SD15().process_in(keyframes_raw.float())
+    frames = keyframes.shape[0] * num_frames
+    return {
+        "mc_num_frames": comfy.conds.CONDConstant(int(num_frames)),
+        "mc_hint": comfy.conds.CONDNoiseShape(appearance_hint(keyframes, num_frames, key_index)),
+        "mc_strength": comfy.conds.CONDRegular(torch.full((frames,), float(strength))),
+    }
+
+
+def attach(conditioning: list, model_conds: dict) -> list:
+    """A copy of ``conditioning`` whose every entry carries ``model_conds`` (merged with any it already has)."""
+    out = []
+    for tensor, options in conditioning:
+        options = options.copy()
+        merged = dict(options.get("model_conds", {}))
+        merged.update(model_conds)
+        options["model_conds"] = merged
+        out.append([tensor, options])
+    return out

@@ -1,0 +1,98 @@
+"""MicroCinema Image To Video: the keyframe becomes appearance conditioning and the noise-prior video latent."""
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+from ..microcinema_core import conditioning, noise_prior
+
+NODE = "MicroCinema Image To Video"
+RESIZE_METHODS = ["bilinear", "bicubic", "area", "lanczos", "nearest-exact"]
+CROP_MODES = ["center", "disabled"]
+MAX_FRAMES = 4096
+
+
+def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
+    """[B, H, W, C] IMAGE (RGB, RGBA or greyscale; any size) -> [B, height, width, 3] in [0, 1]."""
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
+        raise ValueError(f"{NODE}, input 'image': expected an IMAGE [batch, height, width, channels], "
+                         f"got shape {tuple(image.shape)}")
+    channels = image.shape[-1]
+    if channels in (1, 2):  # greyscale (+ alpha)
+        image = image[..., :1].expand(*image.shape[:-1], 3)
+    elif channels == 4:  # drop alpha
+        image = image[..., :3]
+    pixels = image.movedim(-1, 1).float()
+    pixels = comfy.utils.common_upscale(pixels, width, height, method, crop)
+    return pixels.movedim(1, -1).clamp(0.0, 1.0)
+
+
+class MicroCinemaImageToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MicroCinemaImageToVideo",
+            display_name=NODE,
+            category="MicroCinema/conditioning",
+            description="Stage 2 of MicroCinema: attaches the keyframe (from any text-to-image node or Load Image) "
+            "as appearance conditioning to positive and negative, and makes the video latent with the Appearance "
+            "Noise Prior for the stock KSampler (denoise 1).",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Text conditioning of the motion prompt (CLIP Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning; it gets the appearance too, "
+                                      "so both CFG halves see the keyframe."),
+                io.Vae.Input("vae", tooltip="The SD1.x/SD2.x VAE that encodes the keyframe."),
+                io.Image.Input("image", tooltip="Keyframe image(s): one video per image. Any size: it is resized "
+                               "and cropped to width x height. RGBA and greyscale are converted to RGB."),
+                io.Int.Input("width", default=512, min=16, max=8192, step=8, tooltip="Video width in pixels "
+                             "(multiple of 8)."),
+                io.Int.Input("height", default=512, min=16, max=8192, step=8, tooltip="Video height in pixels "
+                             "(multiple of 8)."),
+                io.Int.Input("length", default=16, min=1, max=MAX_FRAMES, tooltip="Frames per video. The models are "
+                             "trained on 16-frame clips."),
+                io.Combo.Input("keyframe_position", options=list(noise_prior.KEYFRAME_POSITIONS), default="center",
+                               tooltip="Where the keyframe sits in the clip: center (as in training), first, last, "
+                               "or the frame given by keyframe_index."),
+                io.Int.Input("keyframe_index", default=0, min=-MAX_FRAMES, max=MAX_FRAMES, tooltip="Frame of the "
+                             "keyframe when keyframe_position is 'index' (negative counts from the end)."),
+                io.Float.Input("appearance_strength", default=1.0, min=0.0, max=10.0, step=0.01, tooltip="AppearNet "
+                               "strength: 1 is the trained behaviour, 0 switches appearance injection off."),
+                io.Float.Input("noise_prior_gamma", default=0.02, min=0.0, max=1.0, step=0.001, tooltip="Appearance "
+                               "Noise Prior strength put into the LATENT (KSampler route, denoise 1). 0.02 is the "
+                               "paper's best; set 0 when you use 'MicroCinema Noise Prior' with SamplerCustomAdvanced."),
+                io.Combo.Input("crop", options=CROP_MODES, default="center", tooltip="center: keep the aspect ratio "
+                               "and crop the overflow; disabled: stretch to width x height."),
+                io.Combo.Input("resize_method", options=RESIZE_METHODS, default="bilinear",
+                               tooltip="Interpolation used to resize the keyframe."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
+                     io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, length: int, keyframe_position: str, keyframe_index: int, **kwargs):
+        if not 1 <= length <= MAX_FRAMES:
+            return f"{NODE}: input 'length' must be between 1 and {MAX_FRAMES}, got {length}"
+        if keyframe_position == "index" and not -length <= keyframe_index < length:
+            return (f"{NODE}: input 'keyframe_index' {keyframe_index} is outside a clip of {length} frames "
+                    f"(allowed {-length}..{length - 1})")
+        return True
+
+    @classmethod
+    def execute(cls, positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
+                appearance_strength, noise_prior_gamma, crop, resize_method) -> io.NodeOutput:
+        if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
+            raise ValueError(f"{NODE}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
+                             f"this one has {vae.latent_channels} channels")
+        key_index = noise_prior.keyframe_index(keyframe_position, length, keyframe_index)
+        pixels = prepare_keyframes(image, width, height, resize_method, crop)
+        keyframes = vae.encode(pixels).float().cpu()  # raw VAE latent [B, 4, h/8, w/8]
+        conds = conditioning.appearance_model_conds(keyframes, length, key_index, appearance_strength)
+        latent = noise_prior.ksampler_prior_latent(keyframes, length, noise_prior_gamma, noise_prior.sd_sigma_max())
+        out_latent = {"samples": latent.contiguous(),
+                      "microcinema": {"noise_prior_gamma": float(noise_prior_gamma), "length": int(length)}}
+        return io.NodeOutput(conditioning.attach(positive, conds), conditioning.attach(negative, conds), out_latent)

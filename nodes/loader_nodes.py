@@ -1,0 +1,69 @@
+"""Loaders: a full MicroCinema checkpoint, and a MicroCinema module applied to any SD1.x/SD2.x MODEL."""
+from __future__ import annotations
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..microcinema_core import loading
+from . import model_folders as mf
+
+
+class MicroCinemaCheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MicroCinemaCheckpointLoader",
+            display_name="MicroCinema Checkpoint Loader",
+            category="MicroCinema/loaders",
+            description="Loads a full MicroCinema checkpoint (SD UNet + temporal layers + AppearNet, and the text "
+            "encoder and VAE when the file has them) from models/microcinema.",
+            inputs=[io.Combo.Input("ckpt_name", options=mf.files(mf.MICROCINEMA),
+                                   tooltip="A full MicroCinema checkpoint (.safetensors) in models/microcinema.")],
+            outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name: str) -> io.NodeOutput:
+        path = mf.full_path(mf.MICROCINEMA, ckpt_name)
+        try:
+            model, clip, vae = loading.load_full_checkpoint(path, folder_paths.get_folder_paths("embeddings"))
+        except ValueError as exc:
+            raise ValueError(f"MicroCinema Checkpoint Loader, input 'ckpt_name': {exc}") from exc
+        return io.NodeOutput(model, clip, vae)
+
+
+class MicroCinemaApplyModule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MicroCinemaApplyModule",
+            display_name="MicroCinema Apply Module",
+            category="MicroCinema/loaders",
+            description="Turns an SD1.x/SD2.x MODEL (with or without LoRAs) into the MicroCinema video model: "
+            "adds the temporal layers and AppearNet of a module file, optionally with an AnimateDiff motion module "
+            "as temporal attention. Works with the stock samplers.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SD1.x/SD2.x MODEL, e.g. from Load Checkpoint (LoRAs may be "
+                               "applied before or after this node)."),
+                io.Combo.Input("module_name", options=[mf.NEW_MODULE] + mf.files(mf.MICROCINEMA),
+                               tooltip="MicroCinema module or full checkpoint from models/microcinema. "
+                               f"'{mf.NEW_MODULE}' starts from zero temporal layers and an AppearNet copied from "
+                               "the model (it then behaves like the image model frame by frame: for training)."),
+                io.Combo.Input("motion_module", options=[mf.NO_MOTION_MODULE] + mf.files(mf.ANIMATEDIFF),
+                               tooltip="Optional AnimateDiff v1/v2/v3 motion module (models/animatediff_models) "
+                               "loaded into the temporal attention layers."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, module_name: str, motion_module: str) -> io.NodeOutput:
+        module_path = None if module_name == mf.NEW_MODULE else mf.full_path(mf.MICROCINEMA, module_name)
+        motion_path = None if motion_module == mf.NO_MOTION_MODULE else mf.full_path(mf.ANIMATEDIFF, motion_module)
+        try:
+            patched = loading.microcinema_model(model, module_path, motion_path)
+        except ValueError as exc:
+            which = "motion_module" if motion_path and "motion" in str(exc).lower() else \
+                ("model" if "needs an SD1.x" in str(exc) else "module_name")
+            raise ValueError(f"MicroCinema Apply Module, input '{which}': {exc}") from exc
+        return io.NodeOutput(patched)

@@ -12,6 +12,7 @@ NODE = "MicroCinema Image To Video"
 RESIZE_METHODS = ["bilinear", "bicubic", "area", "lanczos", "nearest-exact"]
 CROP_MODES = ["center", "disabled"]
 MAX_FRAMES = 4096
+MIN_SIDE, MAX_SIDE = 16, 8192
 
 
 def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
@@ -48,9 +49,9 @@ class MicroCinemaImageToVideo(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD1.x/SD2.x VAE that encodes the keyframe."),
                 io.Image.Input("image", tooltip="Keyframe image(s): one video per image. Any size: it is resized "
                                "and cropped to width x height. RGBA and greyscale are converted to RGB."),
-                io.Int.Input("width", default=512, min=16, max=8192, step=8, tooltip="Video width in pixels "
+                io.Int.Input("width", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video width in pixels "
                              "(multiple of 8)."),
-                io.Int.Input("height", default=512, min=16, max=8192, step=8, tooltip="Video height in pixels "
+                io.Int.Input("height", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video height in pixels "
                              "(multiple of 8)."),
                 io.Int.Input("length", default=16, min=1, max=MAX_FRAMES, tooltip="Frames per video. The models are "
                              "trained on 16-frame clips."),
@@ -74,9 +75,20 @@ class MicroCinemaImageToVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, length: int, keyframe_position: str, keyframe_index: int, **kwargs):
+    def validate_inputs(cls, width: int, height: int, length: int, keyframe_position: str, keyframe_index: int):
+        # Only the inputs named here lose ComfyUI's built-in min/max check (a **kwargs would switch it off for
+        # all of them), so these are range-checked here.
+        for name, value in (("width", width), ("height", height)):
+            if not MIN_SIDE <= value <= MAX_SIDE or value % 8 != 0:
+                return (f"{NODE}: input '{name}' must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE} "
+                        f"(the VAE works on 8x8 pixel cells), got {value}")
+        if keyframe_position not in noise_prior.KEYFRAME_POSITIONS:
+            return (f"{NODE}: input 'keyframe_position' must be one of {', '.join(noise_prior.KEYFRAME_POSITIONS)}, "
+                    f"got {keyframe_position!r}")
         if not 1 <= length <= MAX_FRAMES:
             return f"{NODE}: input 'length' must be between 1 and {MAX_FRAMES}, got {length}"
+        if not -MAX_FRAMES <= keyframe_index <= MAX_FRAMES:
+            return f"{NODE}: input 'keyframe_index' must be between {-MAX_FRAMES} and {MAX_FRAMES}"
         if keyframe_position == "index" and not -length <= keyframe_index < length:
             return (f"{NODE}: input 'keyframe_index' {keyframe_index} is outside a clip of {length} frames "
                     f"(allowed {-length}..{length - 1})")

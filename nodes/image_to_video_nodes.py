@@ -67,11 +67,14 @@ class MicroCinemaImageToVideo(io.ComfyNode):
                                "paper's best; set 0 when you use 'MicroCinema Noise Prior' with SamplerCustomAdvanced."),
                 io.Combo.Input("crop", options=CROP_MODES, default="center", tooltip="center: keep the aspect ratio "
                                "and crop the overflow; disabled: stretch to width x height."),
+                io.Float.Input("frame_rate", default=8.0, min=1.0, max=120.0, step=0.5, tooltip="Playback frame "
+                               "rate of the clip; passed on at the frame_rate output for CreateVideo / Save "
+                               "Animated WEBP (the demo model is trained at 8 fps)."),
                 io.Combo.Input("resize_method", options=RESIZE_METHODS, default="bilinear",
                                tooltip="Interpolation used to resize the keyframe."),
             ],
             outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
-                     io.Latent.Output(display_name="latent")],
+                     io.Latent.Output(display_name="latent"), io.Float.Output(display_name="frame_rate")],
         )
 
     @classmethod
@@ -96,7 +99,7 @@ class MicroCinemaImageToVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
-                appearance_strength, noise_prior_gamma, crop, resize_method) -> io.NodeOutput:
+                appearance_strength, noise_prior_gamma, crop, frame_rate, resize_method) -> io.NodeOutput:
         if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
             raise ValueError(f"{NODE}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
                              f"this one has {vae.latent_channels} channels")
@@ -106,5 +109,7 @@ class MicroCinemaImageToVideo(io.ComfyNode):
         conds = conditioning.appearance_model_conds(keyframes, length, key_index, appearance_strength)
         latent = noise_prior.ksampler_prior_latent(keyframes, length, noise_prior_gamma, noise_prior.sd_sigma_max())
         out_latent = {"samples": latent.contiguous(),
-                      "microcinema": {"noise_prior_gamma": float(noise_prior_gamma), "length": int(length)}}
-        return io.NodeOutput(conditioning.attach(positive, conds), conditioning.attach(negative, conds), out_latent)
+                      "microcinema": {"noise_prior_gamma": float(noise_prior_gamma), "length": int(length),
+                                      "frame_rate": float(frame_rate)}}
+        return io.NodeOutput(conditioning.attach(positive, conds), conditioning.attach(negative, conds), out_latent,
+                             float(frame_rate))

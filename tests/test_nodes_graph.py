@@ -31,7 +31,8 @@ def stage2(g: Graph, ckpt, image, *, strength=1.0, gamma=0.02, length=FRAMES, po
     neg = g.node("CLIPTextEncode", text="", clip=ckpt.out(1))
     i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=neg, vae=ckpt.out(2), image=image,
                  width=SIZE, height=SIZE, length=length, keyframe_position=position, keyframe_index=index,
-                 appearance_strength=strength, noise_prior_gamma=gamma, crop="center", resize_method="bilinear")
+                 appearance_strength=strength, noise_prior_gamma=gamma, crop="center", frame_rate=8.0,
+                 resize_method="bilinear")
     return mc, i2v
 
 

@@ -128,12 +128,16 @@ def detect_config(module_sd: dict[str, torch.Tensor], metadata: Optional[dict] =
         motion_heads=int(meta_cfg.get("motion_heads", 8)),
     )
     if motion_keys:
-        cfg.motion_attention_blocks = 1 + max(int(m.group(1)) for k in motion_keys
-                                              if (m := re.search(r"\.attention_blocks\.(\d+)\.", k)))
-        cfg.motion_layers = 1 + max(int(m.group(1)) for k in motion_keys
-                                    if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k)))
-        ff_out = next(module_sd[k] for k in motion_keys if k.endswith(".ff.net.2.weight"))
-        cfg.motion_ff_mult = ff_out.shape[1] // ff_out.shape[0]
+        # A damaged file may lack the tensors read here: keep the defaults, the strict load names what is missing.
+        blocks = [int(m.group(1)) for k in motion_keys if (m := re.search(r"\.attention_blocks\.(\d+)\.", k))]
+        layers = [int(m.group(1)) for k in motion_keys if (m := re.search(r"\.transformer_blocks\.(\d+)\.", k))]
+        if blocks:
+            cfg.motion_attention_blocks = 1 + max(blocks)
+        if layers:
+            cfg.motion_layers = 1 + max(layers)
+        ff_out = next((module_sd[k] for k in motion_keys if k.endswith(".ff.net.2.weight")), None)
+        if ff_out is not None and ff_out.ndim == 2 and ff_out.shape[0] > 0 and ff_out.shape[1] >= ff_out.shape[0]:
+            cfg.motion_ff_mult = ff_out.shape[1] // ff_out.shape[0]
     if cfg.appearnet:
         cfg.latent_channels = module_sd["appearnet.hint_in.weight"].shape[0]
     return cfg

@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from comfy.ldm.modules.attention import optimized_attention
+from comfy.ldm.modules.attention import optimized_attention_for_device
 from einops import rearrange
 from torch import nn
 
@@ -69,7 +69,7 @@ class ResBlockTemporal(nn.Module):
 
 class TemporalAttention(nn.Module):
     """AnimateDiff's "VersatileAttention" in temporal self-attention mode: positions added, then attention
-    across frames for every spatial location (ComfyUI's optimized attention does the maths)."""
+    across frames for every spatial location (ComfyUI's attention functions do the maths)."""
 
     def __init__(self, channels: int, heads: int, operations, dtype=None, device=None):
         super().__init__()
@@ -81,7 +81,10 @@ class TemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [(b h w), t, c]
         x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
-        out = optimized_attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
+        # Sequences are only T frames long: ComfyUI's small-input choice (SDPA, or the basic kernel where SDPA is
+        # off) beats the chunked kernels it picks for long image sequences (sub-quadratic on CPU).
+        attention = optimized_attention_for_device(x.device, small_input=True)
+        out = attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
         return self.to_out[0](out)
 
 

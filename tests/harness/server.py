@@ -77,14 +77,16 @@ def server_env() -> dict[str, str]:
     return env
 
 
-IMPORT_LINE = re.compile(r"^\s*([0-9.]+) seconds( \(IMPORT FAILED\))?: (.+)$")
+# "   0.0 seconds: /path/pack" (0.33 prefixes log lines with a coloured "[INFO]")
+IMPORT_LINE = re.compile(r"(?:^|\s)([0-9]+\.[0-9]+) seconds( \(IMPORT FAILED\))?: (.+)$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def custom_node_import_times(log_text: str) -> dict[str, tuple[float, bool]]:
     """ComfyUI's "Import times for custom nodes" block -> {folder name: (seconds, imported ok)}."""
     times = {}
-    for line in log_text.splitlines():
-        m = IMPORT_LINE.match(line)
+    for line in ANSI.sub("", log_text).splitlines():
+        m = IMPORT_LINE.search(line)
         if m:
             times[Path(m.group(3).strip()).name] = (float(m.group(1)), m.group(2) is None)
     return times

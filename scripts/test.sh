@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # The README's test command: makes sure the environment exists (idempotent, seconds when it does), then runs
 # the test suite in the real ComfyUI. Extra arguments go to pytest (e.g. -m graph, -k noise).
+#
+# Without a -m of your own, tests marked `browser` (need Chromium) or `slow` (minutes each) are left out;
+# select them explicitly, e.g. `bash scripts/test.sh -m slow`. COMFYUI_PATH / MICROCINEMA_VENV: see bootstrap.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/bootstrap.sh"
 cd "$ROOT"
-exec .venv/bin/python -m pytest "$@"
+VENV="${MICROCINEMA_VENV:-$ROOT/.venv}"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
+
+select=(-m "not browser and not slow")
+for arg in "$@"; do
+  case "$arg" in -m|-m*|--markexpr|--markexpr=*) select=() ;; esac
+done
+exec "$VENV/bin/python" -m pytest "${select[@]}" "$@"

@@ -58,6 +58,7 @@ def write_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str, metada
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         safetensors.torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors creates 0600 files; models are meant to be shared and read
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

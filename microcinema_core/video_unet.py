@@ -18,6 +18,7 @@ from typing import Optional
 
 import comfy.patcher_extension
 import torch
+import torch.utils.checkpoint
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample, apply_control, timestep_embedding
 from torch import nn
@@ -47,6 +48,7 @@ class VideoUNet(nn.Module):
         self.layout = module.layout
         # The UNet itself, unregistered (its children are registered above under their SD names).
         self.__dict__["spatial"] = spatial
+        self.gradient_checkpointing = False  # training only: recompute each block in the backward pass
 
     # -- entry point -------------------------------------------------------------------------------------
     def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
@@ -75,7 +77,7 @@ class VideoUNet(nn.Module):
         h = x
         for info, seq in zip(layout.input, self.input_blocks):
             transformer_options["block"] = ("input", info.index)
-            h = self._run_block(seq, info, h, emb, context, num_frames, transformer_options,
+            h = self._call_block(seq, info, h, emb, context, num_frames, transformer_options,
                                 block_entry(module.temporal, info), self._injection(info), appearance, strength)
             h = apply_control(h, control, "input")
             for p in patches.get("input_block_patch", []):
@@ -86,7 +88,7 @@ class VideoUNet(nn.Module):
 
         transformer_options["block"] = ("middle", 0)
         if self.middle_block is not None:
-            h = self._run_block(self.middle_block, layout.middle, h, emb, context, num_frames, transformer_options,
+            h = self._call_block(self.middle_block, layout.middle, h, emb, context, num_frames, transformer_options,
                                 module.temporal["middle"], self._injection(layout.middle), appearance, strength)
         h = apply_control(h, control, "middle")
 
@@ -98,7 +100,7 @@ class VideoUNet(nn.Module):
             h = torch.cat([h, hsp], dim=1)
             del hsp
             output_shape = hs[-1].shape if hs else None
-            h = self._run_block(seq, info, h, emb, context, num_frames, transformer_options,
+            h = self._call_block(seq, info, h, emb, context, num_frames, transformer_options,
                                 block_entry(module.temporal, info), self._injection(info), appearance, strength,
                                 output_shape)
         h = h.type(x.dtype)
@@ -146,11 +148,11 @@ class VideoUNet(nn.Module):
         out = {}
         for info, seq in zip(layout.input, net.input_blocks):
             options["block"] = ("input", info.index)
-            h = self._run_block(seq, info, h, emb, context, num_frames, options, block_entry(net.temporal, info))
+            h = self._call_block(seq, info, h, emb, context, num_frames, options, block_entry(net.temporal, info))
             if info.animated:
                 out[info.key] = h
         options["block"] = ("middle", 0)
-        out["middle"] = self._run_block(net.middle_block, layout.middle, h, emb, context, num_frames, options,
+        out["middle"] = self._call_block(net.middle_block, layout.middle, h, emb, context, num_frames, options,
                                         net.temporal["middle"])
         return out
 
@@ -158,6 +160,11 @@ class VideoUNet(nn.Module):
         return None if self.microcinema.inject is None else block_entry(self.microcinema.inject, info)
 
     # -- one block ---------------------------------------------------------------------------------------
+    def _call_block(self, *args, **kwargs):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self._run_block, *args, use_reentrant=False, **kwargs)
+        return self._run_block(*args, **kwargs)
+
     def _run_block(self, seq, info: BlockInfo, h, emb, context, num_frames, transformer_options, temporal,
                    injection=None, appearance: Optional[dict] = None, strength=None, output_shape=None):
         a = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import comfy.model_management
 import comfy.patcher_extension
 import torch
 import torch.utils.checkpoint
@@ -23,6 +24,7 @@ from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample, apply_control, timestep_embedding
 from torch import nn
 
+from .context_windows import ContextSettings, fuse_weights, window_indices, with_keyframe
 from .layout import BlockInfo
 from .module import MicroCinemaModule, block_entry
 from .temporal import ResBlockTemporal
@@ -31,6 +33,8 @@ from .temporal import ResBlockTemporal
 class MicroCinemaInputError(ValueError):
     """Raised for conditioning the video model cannot use; the message says what to connect."""
 
+
+CONTEXT_OPTION = "microcinema_context"  # transformer_options key set by the context-window node
 
 _SPATIAL_ATTRIBUTES = ("model_channels", "in_channels", "out_channels", "num_classes", "dtype",
                        "predict_codebook_ids", "default_num_video_frames", "context_dim", "num_res_blocks")
@@ -60,6 +64,36 @@ class VideoUNet(nn.Module):
 
     def _forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
         num_frames = self._frames(x, kwargs)
+        settings = transformer_options.get(CONTEXT_OPTION)
+        if settings is not None and num_frames > settings.length:
+            return self._forward_windows(settings, x, timesteps, context, y, control, transformer_options,
+                                         num_frames, kwargs)
+        return self._forward_clip(x, timesteps, context, y, control, transformer_options, num_frames, kwargs)
+
+    def _forward_windows(self, settings: ContextSettings, x, timesteps, context, y, control, transformer_options,
+                         num_frames: int, kwargs: dict):
+        """Run the clip forward over context windows of frames and fuse the outputs per frame."""
+        groups = x.shape[0] // num_frames
+        keyframe = _keyframe_index(kwargs.get("mc_hint"), num_frames) if settings.keep_keyframe else None
+        out = torch.zeros_like(x, dtype=torch.float32)
+        weight_sum = torch.zeros(num_frames, dtype=torch.float32, device=x.device)
+        for window in window_indices(num_frames, settings):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            frames = with_keyframe(window, keyframe) if keyframe is not None else window
+            index = torch.tensor([g * num_frames + f for g in range(groups) for f in frames], device=x.device)
+            take = lambda v: _take_frames(v, index, x.shape[0])  # noqa: E731
+            sub_kwargs = {k: take(v) for k, v in kwargs.items()}
+            sub_kwargs["mc_num_frames"] = len(frames)
+            sub_control = None if control is None else {
+                name: [take(c) for c in residuals] for name, residuals in control.items()}
+            result = self._forward_clip(x[index], take(timesteps), take(context), take(y), sub_control,
+                                        transformer_options, len(frames), sub_kwargs)
+            weights = fuse_weights(len(frames), settings.fuse_method, settings.overlap).to(x.device)
+            out.index_add_(0, index, result.float() * weights.repeat(groups).reshape(-1, 1, 1, 1))
+            weight_sum.index_add_(0, torch.tensor(frames, device=x.device), weights)
+        return (out / weight_sum.repeat(groups).reshape(-1, 1, 1, 1)).to(x.dtype)
+
+    def _forward_clip(self, x, timesteps, context, y, control, transformer_options, num_frames: int, kwargs: dict):
         transformer_options["original_shape"] = list(x.shape)
         transformer_options["transformer_index"] = 0
         patches = transformer_options.get("patches", {})
@@ -108,7 +142,7 @@ class VideoUNet(nn.Module):
 
     # -- conditioning ------------------------------------------------------------------------------------
     @staticmethod
-    def _frames(x: torch.Tensor, kwargs: dict) -> int:
+    def _frames(x: torch.Tensor, kwargs: dict) -> int:  # noqa: D401
         num_frames = kwargs.get("mc_num_frames")
         if num_frames is None:
             raise MicroCinemaInputError(
@@ -196,6 +230,21 @@ class VideoUNet(nn.Module):
             if i == motion_at:
                 h = motion(h, num_frames)
         return h
+
+
+def _take_frames(value, index: torch.Tensor, batch: int):
+    """value[index] for per-frame tensors (first dimension == batch); anything else unchanged."""
+    if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
+        return value[index.to(value.device)]
+    return value
+
+
+def _keyframe_index(hint: Optional[torch.Tensor], num_frames: int) -> Optional[int]:
+    """The frame whose keyframe-position mask (last hint channel) is set, in the first video."""
+    if hint is None:
+        return None
+    mask = hint[:num_frames, -1].flatten(1).amax(1)
+    return int(mask.argmax()) if bool(mask.max() > 0) else None
 
 
 def _motion_position(layers: list) -> int:

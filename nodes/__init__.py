@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 
 from . import model_folders
+from .context_nodes import MicroCinemaContextWindows
 from .image_to_video_nodes import MicroCinemaImageToVideo
 from .loader_nodes import MicroCinemaApplyModule, MicroCinemaCheckpointLoader
 from .noise_prior_nodes import MicroCinemaNoisePrior
@@ -18,6 +19,7 @@ class MicroCinemaExtension(ComfyExtension):
             MicroCinemaApplyModule,
             MicroCinemaImageToVideo,
             MicroCinemaNoisePrior,
+            MicroCinemaContextWindows,
         ]
 
 

@@ -16,8 +16,10 @@ def sd_unet_config(model_channels: int = 320, channel_mult: Sequence[int] = (1, 
     depth_in = []
     for level in range(levels):
         depth_in += [1 if attention_levels[level] else 0] * num_res_blocks
+    # UNetModel pops transformer_depth_output from the END while it builds output blocks deepest level first,
+    # so the list runs from level 0 to the deepest (as ComfyUI's model detection writes it).
     depth_out = []
-    for level in reversed(range(levels)):
+    for level in range(levels):
         depth_out += [1 if attention_levels[level] else 0] * (num_res_blocks + 1)
     return {
         "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,

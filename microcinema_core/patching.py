@@ -24,6 +24,8 @@ from .video_unet import VideoUNet
 
 log = logging.getLogger(__name__)
 
+MEMORY_FACTOR_TEMPORAL = 1.4   # measured order of magnitude: temporal convs + motion modules per frame
+MEMORY_FACTOR_APPEARNET = 1.8  # plus AppearNet's encoder + middle pass
 MODULE_OPERATIONS = comfy.ops.manual_cast  # casts weights to the compute dtype/device per call (fp16/bf16/fp8)
 
 
@@ -62,7 +64,9 @@ def new_module(model_patcher, cfg: ModuleConfig) -> MicroCinemaModule:
     unet = check_base(model_patcher)
     dtype = model_patcher.model.get_dtype()
     with torch.no_grad():
-        module = build_module(unet, cfg, MODULE_OPERATIONS, dtype=dtype, device=model_patcher.offload_device)
+        # Initialise in fp32 (init kernels do not exist for fp8), then store in the base model's dtype.
+        module = build_module(unet, cfg, MODULE_OPERATIONS, dtype=torch.float32, device=model_patcher.offload_device)
+        module.to(dtype=dtype)
     return module
 
 
@@ -74,4 +78,8 @@ def apply_module(model_patcher, module: MicroCinemaModule):
     patched.add_object_patch("diffusion_model", video)
     # ModelPatcher caches its size; count the module so ComfyUI plans memory for it too.
     patched.size = model_patcher.model_size() + comfy.model_management.module_size(module)
+    # Activation memory per frame grows by AppearNet (a second encoder pass) and the temporal layers; ComfyUI
+    # reads this factor when it batches conds and plans memory for the loaded model.
+    factor = MEMORY_FACTOR_APPEARNET if module.appearnet is not None else MEMORY_FACTOR_TEMPORAL
+    patched.add_object_patch("memory_usage_factor", model_patcher.model.memory_usage_factor * factor)
     return patched

@@ -1,0 +1,74 @@
+"""Weight storage in fp16 / bf16 / fp8 with compute casting, ComfyUI offloading, chunked/tiled VAE decode."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.graph import Graph
+from pack_import import sub
+
+
+def _sample(model, comfy_env, frames=2):
+    import comfy.sd
+    import nodes as comfy_nodes
+
+    conditioning = sub("conditioning")
+    noise_prior = sub("noise_prior")
+    keys = torch.randn(1, 4, 4, 4)
+    conds = conditioning.appearance_model_conds(keys, frames, frames // 2, 1.0)
+    text = [[torch.zeros(1, 77, 768), {}]]
+    positive = conditioning.attach(text, conds)
+    latent = {"samples": noise_prior.ksampler_prior_latent(keys, frames, 0.02, noise_prior.sd_sigma_max())}
+    return comfy_nodes.common_ksampler(model, 1, 2, 1.0, "euler", "normal", positive, positive, latent)[0]["samples"]
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn])
+def test_module_stored_in_low_precision_samples(comfy_env, comfy_dirs, tiny_sd_checkpoint, dtype):
+    import comfy.sd
+
+    path = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
+    model, *_ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False,
+                                                      model_options={"dtype": dtype})
+    assert model.model.get_dtype() == dtype
+    video = sub("loading").microcinema_model(model, None)
+    module = video.get_model_object("diffusion_model").microcinema
+    assert {p.dtype for p in module.parameters()} == {dtype}
+    out = _sample(video, comfy_env)
+    assert out.shape == (2, 4, 4, 4) and torch.isfinite(out).all()
+
+
+@pytest.mark.graph
+def test_module_is_offloaded_with_the_model(comfy_env, comfy_dirs, tiny_sd_checkpoint):
+    """ComfyUI's model management loads and unloads the module with the UNet (it is in the patched tree),
+    and the patcher's size counts it."""
+    import comfy.model_management
+    import comfy.sd
+
+    path = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
+    model, *_ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)
+    video = sub("loading").microcinema_model(model, None)
+    module = video.get_model_object("diffusion_model").microcinema
+    assert video.model_size() >= model.model_size() + comfy.model_management.module_size(module)
+    _sample(video, comfy_env)
+    assert any(m.model is video for m in comfy.model_management.current_loaded_models)
+    comfy.model_management.unload_all_models()
+    # unpatched again: the BaseModel's diffusion_model is the plain SD UNet (stage-1 samplers see SD)
+    assert type(model.model.diffusion_model).__name__ == "UNetModel"
+
+
+@pytest.mark.graph
+@pytest.mark.slow
+def test_tiled_vae_decode_of_a_video(run_graph, tiny_sd_checkpoint):
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
+    pos = g.node("CLIPTextEncode", text="x", clip=ckpt.out(1))
+    image = g.node("EmptyImage", width=64, height=64, batch_size=1, color=0x204080)
+    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=pos, vae=ckpt.out(2), image=image, width=64,
+                 height=64, length=3, keyframe_position="center", keyframe_index=0, appearance_strength=1.0,
+                 noise_prior_gamma=0.02, crop="center", frame_rate=8.0, resize_method="bilinear")
+    tiled = g.node("VAEDecodeTiled", samples=i2v.out(2), vae=ckpt.out(2), tile_size=64, overlap=0,
+                   temporal_size=64, temporal_overlap=8)
+    plain = g.node("VAEDecode", samples=i2v.out(2), vae=ckpt.out(2))
+    result = run_graph(g, outputs=[tiled, plain])
+    assert result[tiled.id].shape == result[plain.id].shape == (3, 64, 64, 3)

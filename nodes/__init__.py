@@ -8,6 +8,7 @@ from .context_nodes import MicroCinemaContextWindows
 from .image_to_video_nodes import MicroCinemaImageToVideo
 from .loader_nodes import MicroCinemaApplyModule, MicroCinemaCheckpointLoader
 from .noise_prior_nodes import MicroCinemaNoisePrior
+from .sampler_nodes import MicroCinemaSampler
 
 model_folders.register()
 
@@ -20,6 +21,7 @@ class MicroCinemaExtension(ComfyExtension):
             MicroCinemaImageToVideo,
             MicroCinemaNoisePrior,
             MicroCinemaContextWindows,
+            MicroCinemaSampler,
         ]
 
 

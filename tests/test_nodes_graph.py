@@ -213,3 +213,22 @@ def test_negative_without_appearance_is_a_clear_error(run_graph, tiny_sd_checkpo
 def test_module_applied_to_non_sd_model_is_refused(run_graph, comfy_env):
     """A MODEL that is not an SD1.x/SD2.x UNet (here: none of our business) gives an error naming 'model'."""
     pytest.skip("needs a tiny SDXL/Flux checkpoint generator (issue 7)")
+
+
+@pytest.mark.graph
+@pytest.mark.parity
+def test_convenience_sampler_equals_the_separate_nodes(run_graph, tiny_sd_checkpoint, keyframe_png):
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
+    image = g.node("LoadImage", image=keyframe_png)
+    mc, i2v = stage2(g, ckpt, image.out(0))
+    separate = ksampler(g, mc, i2v)
+    frames = g.node("VAEDecode", samples=separate, vae=ckpt.out(2))
+    one = g.node("MicroCinemaSampler", model=mc, positive=g[i2v.id]["inputs"]["positive"],
+                 negative=g[i2v.id]["inputs"]["negative"], vae=ckpt.out(2), image=image.out(0), width=SIZE,
+                 height=SIZE, length=FRAMES, seed=3, steps=2, cfg=4.0, sampler_name="euler", scheduler="normal",
+                 keyframe_position="center", keyframe_index=0, appearance_strength=1.0, noise_prior_gamma=0.02,
+                 frame_rate=8.0)
+    result = run_graph(g, outputs=[frames, one])
+    assert torch.equal(result.output(one.id, 0), result[frames.id])
+    assert result.output(one.id, 2) == 8.0

@@ -1,0 +1,76 @@
+"""MicroCinema Sampler: all of stage 2 in one node (conditioning + stock KSampler + VAE decode).
+
+Built from the same pieces as the separate nodes (MicroCinema Image To Video and ComfyUI's own common_ksampler),
+so it gives exactly what the separate graph gives for the same inputs.
+"""
+from __future__ import annotations
+
+import comfy.samplers
+import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own folder is only imported relatively)
+from comfy_api.latest import io
+
+from ..microcinema_core import noise_prior
+from .image_to_video_nodes import MAX_FRAMES, MIN_SIDE, MAX_SIDE, MicroCinemaImageToVideo
+
+
+class MicroCinemaSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="MicroCinemaSampler",
+            display_name="MicroCinema Sampler (all of stage 2)",
+            category="MicroCinema/sampling",
+            description="Keyframe + prompt -> video frames in one node: appearance conditioning, noise prior, the "
+            "stock KSampler and VAE decode, with the paper's defaults. Same result as the separate nodes.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MicroCinema video MODEL (Apply Module / Checkpoint Loader)."),
+                io.Conditioning.Input("positive", tooltip="Motion prompt (CLIP Text Encode)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt."),
+                io.Vae.Input("vae", tooltip="SD1.x/SD2.x VAE: encodes the keyframe and decodes the frames."),
+                io.Image.Input("image", tooltip="Keyframe image(s), any size; one video per image."),
+                io.Int.Input("width", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video width "
+                             "(multiple of 8)."),
+                io.Int.Input("height", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video height "
+                             "(multiple of 8)."),
+                io.Int.Input("length", default=16, min=1, max=MAX_FRAMES, tooltip="Frames per video."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed."),
+                io.Int.Input("steps", default=25, min=1, max=10000, tooltip="Sampling steps."),
+                io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, tooltip="Classifier-free "
+                               "guidance scale."),
+                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
+                               tooltip="ComfyUI sampler."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="normal",
+                               tooltip="ComfyUI scheduler."),
+                io.Combo.Input("keyframe_position", options=list(noise_prior.KEYFRAME_POSITIONS), default="center",
+                               tooltip="Where the keyframe sits in the clip."),
+                io.Int.Input("keyframe_index", default=0, min=-MAX_FRAMES, max=MAX_FRAMES, tooltip="Keyframe frame "
+                             "when keyframe_position is 'index'."),
+                io.Float.Input("appearance_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                               tooltip="AppearNet strength (1 trained behaviour, 0 off)."),
+                io.Float.Input("noise_prior_gamma", default=0.02, min=0.0, max=1.0, step=0.001,
+                               tooltip="Appearance Noise Prior strength (0.02 is the paper's best)."),
+                io.Float.Input("frame_rate", default=8.0, min=1.0, max=120.0, step=0.5, tooltip="Playback frame "
+                               "rate, passed on for video savers."),
+            ],
+            outputs=[io.Image.Output(display_name="frames"), io.Latent.Output(display_name="latent"),
+                     io.Float.Output(display_name="frame_rate")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, width: int, height: int, length: int, keyframe_position: str, keyframe_index: int):
+        return MicroCinemaImageToVideo.validate_inputs(width, height, length, keyframe_position, keyframe_index)
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, image, width, height, length, seed, steps, cfg, sampler_name,
+                scheduler, keyframe_position, keyframe_index, appearance_strength, noise_prior_gamma,
+                frame_rate) -> io.NodeOutput:
+        pos, neg, latent, rate = MicroCinemaImageToVideo.execute(
+            positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
+            appearance_strength, noise_prior_gamma, "center", frame_rate, "bilinear").args
+        (samples,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, pos, neg, latent,
+                                                 denoise=1.0)
+        frames = vae.decode(samples["samples"])
+        if frames.ndim == 5:  # video VAEs return [B, T, H, W, C]
+            frames = frames.reshape(-1, *frames.shape[-3:])
+        return io.NodeOutput(frames, samples, rate)

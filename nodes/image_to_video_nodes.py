@@ -15,6 +15,42 @@ MAX_FRAMES = 4096
 MIN_SIDE, MAX_SIDE = 16, 8192
 
 
+FLOAT_RANGES = {"appearance_strength": (0.0, 10.0), "noise_prior_gamma": (0.0, 1.0), "frame_rate": (1.0, 120.0)}
+CHOICES = {"keyframe_position": noise_prior.KEYFRAME_POSITIONS, "crop": CROP_MODES, "resize_method": RESIZE_METHODS}
+
+
+def check_widgets(node: str, **values) -> str | None:
+    """The first problem among these widget values as a message naming ``node`` and the input, or None.
+    None values (inputs fed by a link: unknown before the run) are skipped."""
+    for name in ("width", "height", "length", "keyframe_index", *FLOAT_RANGES):
+        value = values.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{node}: input '{name}' must be a number, got {value!r}"
+    for name in ("width", "height"):
+        value = values.get(name)
+        if value is not None and (not MIN_SIDE <= value <= MAX_SIDE or value % 8 != 0):
+            return (f"{node}: input '{name}' must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE} "
+                    f"(the VAE works on 8x8 pixel cells), got {value}")
+    for name, options in CHOICES.items():
+        value = values.get(name)
+        if value is not None and value not in options:
+            return f"{node}: input '{name}' must be one of {', '.join(options)}, got {value!r}"
+    length, index = values.get("length"), values.get("keyframe_index")
+    if length is not None and not 1 <= length <= MAX_FRAMES:
+        return f"{node}: input 'length' must be between 1 and {MAX_FRAMES}, got {length}"
+    if index is not None and not -MAX_FRAMES <= index <= MAX_FRAMES:
+        return f"{node}: input 'keyframe_index' must be between {-MAX_FRAMES} and {MAX_FRAMES}, got {index}"
+    if values.get("keyframe_position") == "index" and length is not None and index is not None \
+            and not -length <= index < length:
+        return (f"{node}: input 'keyframe_index' {index} is outside a clip of {length} frames "
+                f"(allowed {-length}..{length - 1})")
+    for name, (low, high) in FLOAT_RANGES.items():
+        value = values.get(name)
+        if value is not None and not low <= value <= high:  # NaN fails this too
+            return f"{node}: input '{name}' must be a number between {low} and {high}, got {value}"
+    return None
+
+
 def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
     """[B, H, W, C] IMAGE (RGB, RGBA or greyscale; any size) -> [B, height, width, 3] in [0, 1]."""
     if image.ndim == 3:
@@ -78,28 +114,28 @@ class MicroCinemaImageToVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, length: int, keyframe_position: str, keyframe_index: int):
-        # Only the inputs named here lose ComfyUI's built-in min/max check (a **kwargs would switch it off for
-        # all of them), so these are range-checked here.
-        for name, value in (("width", width), ("height", height)):
-            if not MIN_SIDE <= value <= MAX_SIDE or value % 8 != 0:
-                return (f"{NODE}: input '{name}' must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE} "
-                        f"(the VAE works on 8x8 pixel cells), got {value}")
-        if keyframe_position not in noise_prior.KEYFRAME_POSITIONS:
-            return (f"{NODE}: input 'keyframe_position' must be one of {', '.join(noise_prior.KEYFRAME_POSITIONS)}, "
-                    f"got {keyframe_position!r}")
-        if not 1 <= length <= MAX_FRAMES:
-            return f"{NODE}: input 'length' must be between 1 and {MAX_FRAMES}, got {length}"
-        if not -MAX_FRAMES <= keyframe_index <= MAX_FRAMES:
-            return f"{NODE}: input 'keyframe_index' must be between {-MAX_FRAMES} and {MAX_FRAMES}"
-        if keyframe_position == "index" and not -length <= keyframe_index < length:
-            return (f"{NODE}: input 'keyframe_index' {keyframe_index} is outside a clip of {length} frames "
-                    f"(allowed {-length}..{length - 1})")
-        return True
+    def validate_inputs(cls, width=None, height=None, length=None, keyframe_position=None, keyframe_index=None,
+                        appearance_strength=None, noise_prior_gamma=None, frame_rate=None, crop=None,
+                        resize_method=None):
+        # The inputs named here lose ComfyUI's built-in min/max check (a **kwargs would switch it off for all of
+        # them), so check_widgets range-checks them; it also refuses NaN (which passes any min/max comparison) and
+        # combo values (ComfyUI 0.3.x does not check V3 combo options). Inputs fed by links arrive as None here and
+        # are checked in execute.
+        problem = check_widgets(NODE, width=width, height=height, length=length, keyframe_position=keyframe_position,
+                                keyframe_index=keyframe_index, appearance_strength=appearance_strength,
+                                noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, crop=crop,
+                                resize_method=resize_method)
+        return problem or True
 
     @classmethod
     def execute(cls, positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
                 appearance_strength, noise_prior_gamma, crop, frame_rate, resize_method) -> io.NodeOutput:
+        problem = check_widgets(NODE, width=width, height=height, length=length, keyframe_position=keyframe_position,
+                                keyframe_index=keyframe_index, appearance_strength=appearance_strength,
+                                noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, crop=crop,
+                                resize_method=resize_method)
+        if problem:  # values that came through links were not validated before the run
+            raise ValueError(problem)
         if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
             raise ValueError(f"{NODE}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
                              f"this one has {vae.latent_channels} channels")

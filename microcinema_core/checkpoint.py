@@ -144,6 +144,20 @@ def detect_config(module_sd: dict[str, torch.Tensor], metadata: Optional[dict] =
     return cfg
 
 
+def check_tensor_values(file_sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse integer/bool tensors where the model has floating-point weights (copy_ would silently convert them)
+    and NaN/Inf weights."""
+    wrong_dtype = [f"{k} ({str(v.dtype).replace('torch.', '')})" for k, v in file_sd.items()
+                   if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong_dtype:
+        raise MicroCinemaCheckpointError(
+            f"{source} holds non-floating-point tensors where weights belong (damaged or not a model file): "
+            + ", ".join(wrong_dtype[:8]) + (f" ... ({len(wrong_dtype)} in all)" if len(wrong_dtype) > 8 else ""))
+    bad = [k for k, v in file_sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise MicroCinemaCheckpointError(f"{source} holds NaN/Inf weights in {', '.join(bad[:8])}")
+
+
 def load_module_state(module: nn.Module, module_sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Strict load with an error that names the offending keys (missing, unexpected, wrong shape)."""
     expected = module.state_dict()
@@ -159,9 +173,7 @@ def load_module_state(module: nn.Module, module_sd: dict[str, torch.Tensor], sou
     if problems:
         raise MicroCinemaCheckpointError(
             f"{source} does not fit this base model (is it made for another SD family or size?); " + "; ".join(problems))
-    bad = [k for k, v in module_sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise MicroCinemaCheckpointError(f"{source} holds NaN/Inf weights in {', '.join(bad[:8])}")
+    check_tensor_values(module_sd, expected, source)
     with torch.no_grad():
         for k, tensor in expected.items():
             tensor.copy_(module_sd[k].to(tensor.dtype))

@@ -71,6 +71,7 @@ def load_motion_module(module: MicroCinemaModule, path: str) -> None:
     if wrong or unexpected:
         raise checkpoint.MicroCinemaCheckpointError(
             f"{name} does not fit this base model's temporal layers: " + ", ".join((wrong + unexpected)[:8]))
+    checkpoint.check_tensor_values(converted, expected, name)
     with torch.no_grad():
         for k, v in converted.items():
             expected[k].copy_(v.to(expected[k].dtype))

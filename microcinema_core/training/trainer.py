@@ -222,20 +222,36 @@ class Trainer:
         """module.safetensors (for 'MicroCinema Apply Module'), full.safetensors when the spatial UNet trains,
         optimizer.safetensors and trainer_state.json; each written atomically, the state last."""
         meta = {"step": str(self.step), "noise_prior_lambda": str(self.cfg.noise_prior_lambda)}
-        checkpoint.save_module(self.module, str(self.out / "module.safetensors"), extra_metadata=meta)
-        if self.cfg.train_spatial:
-            sd = {"model.diffusion_model." + k: v.detach().cpu() for k, v in self.unet.state_dict().items()}
-            sd.update(_prefixed(self.clip.get_sd(), "cond_stage_model.", self.clip))
-            sd.update({"first_stage_model." + k: v for k, v in self.vae.get_sd().items()})
-            checkpoint.save_full(self.module, sd, str(self.out / "full.safetensors"), extra_metadata=meta)
-        tensors, groups = _flatten_optimizer(self.optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
-        checkpoint.write_safetensors_atomic(tensors, str(self.out / "optimizer.safetensors"),
-                                            {"param_groups": json.dumps(groups)})
+        # Every file of the checkpoint is staged first and only renamed into place once all of them are written: a
+        # failure half-way (disk full, killed) leaves the previous checkpoint complete, never a mix of two steps.
+        staged: list[tuple[Path, Path]] = []
+
+        def stage(name: str) -> str:
+            staged.append((self.out / f".{name}.staged-{os.getpid()}", self.out / name))
+            return str(staged[-1][0])
+
+        try:
+            checkpoint.save_module(self.module, stage("module.safetensors"), extra_metadata=meta)
+            if self.cfg.train_spatial:
+                sd = {"model.diffusion_model." + k: v.detach().cpu() for k, v in self.unet.state_dict().items()}
+                sd.update(_prefixed(self.clip.get_sd(), "cond_stage_model.", self.clip))
+                sd.update({"first_stage_model." + k: v for k, v in self.vae.get_sd().items()})
+                checkpoint.save_full(self.module, sd, stage("full.safetensors"), extra_metadata=meta)
+            tensors, groups = _flatten_optimizer(self.optimizer)
+            tensors["rng.torch"] = torch.get_rng_state()
+            checkpoint.write_safetensors_atomic(tensors, stage("optimizer.safetensors"),
+                                                {"param_groups": json.dumps(groups)})
+            if self.cfg.train_spatial:
+                checkpoint.write_safetensors_atomic(
+                    {k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()},
+                    stage("spatial.safetensors"), {})
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        for tmp, final in staged:
+            os.replace(tmp, final)
         state = {"step": self.step, "config": asdict(self.cfg), "python_random": repr(random.getstate())}
-        if self.cfg.train_spatial:
-            checkpoint.write_safetensors_atomic({k: v.detach().cpu().contiguous() for k, v in self.unet.state_dict().items()},
-                                                str(self.out / "spatial.safetensors"), {})
         tmp = self.out / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.out / STATE_FILE)

@@ -63,7 +63,7 @@ class VideoUNet(nn.Module):
         ).execute(x, timesteps, context, y, control, transformer_options, **kwargs)
 
     def _forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
-        num_frames = self._frames(x, kwargs)
+        num_frames = self._frames(x, kwargs, transformer_options)
         settings = transformer_options.get(CONTEXT_OPTION)
         if settings is not None and num_frames > settings.length:
             return self._forward_windows(settings, x, timesteps, context, y, control, transformer_options,
@@ -142,17 +142,24 @@ class VideoUNet(nn.Module):
 
     # -- conditioning ------------------------------------------------------------------------------------
     @staticmethod
-    def _frames(x: torch.Tensor, kwargs: dict) -> int:  # noqa: D401
+    def _frames(x: torch.Tensor, kwargs: dict, transformer_options: Optional[dict] = None) -> int:  # noqa: D401
+        # ComfyUI batches the CFG halves ("cond_or_uncond": 0 positive, 1 negative) into one call; each half must
+        # hold whole videos, or frames of two videos (or of the two halves) would be mixed in time.
+        halves = list((transformer_options or {}).get("cond_or_uncond") or [])
         num_frames = kwargs.get("mc_num_frames")
         if num_frames is None:
+            which = {0: "positive", 1: "negative"}.get(halves[0]) if halves and len(set(halves)) == 1 else None
+            which = f"the {which} conditioning" if which else "this conditioning"
             raise MicroCinemaInputError(
-                "MicroCinema video model: this conditioning carries no video settings. Route BOTH the positive "
+                f"MicroCinema video model: {which} carries no video settings. Route BOTH the positive "
                 "and the negative conditioning through 'MicroCinema Image To Video' before the sampler.")
         num_frames = int(num_frames)
-        if num_frames < 1 or x.shape[0] % num_frames != 0:
+        per_half = x.shape[0] // len(halves) if halves and x.shape[0] % len(halves) == 0 else x.shape[0]
+        if num_frames < 1 or per_half % num_frames != 0:
             raise MicroCinemaInputError(
-                f"MicroCinema video model: a batch of {x.shape[0]} latent frames is not a whole number of "
-                f"{num_frames}-frame videos; use the LATENT from 'MicroCinema Image To Video' (or the same length).")
+                f"MicroCinema video model: a batch of {per_half} latent frames is not a whole number of "
+                f"{num_frames}-frame videos; connect the LATENT of 'MicroCinema Image To Video' (or one with "
+                "the same length) to the sampler's latent_image.")
         return num_frames
 
     def _appearance(self, x, timesteps, context, y, num_frames, kwargs, transformer_options):
@@ -164,7 +171,8 @@ class VideoUNet(nn.Module):
         if strength.shape[0] != x.shape[0] or hint.shape[0] != x.shape[0] or hint.shape[-2:] != x.shape[-2:]:
             raise MicroCinemaInputError(
                 f"MicroCinema video model: appearance for {hint.shape[0]} frames of {tuple(hint.shape[-2:])} does "
-                f"not match the {x.shape[0]} latent frames of {tuple(x.shape[-2:])} being sampled.")
+                f"not match the {x.shape[0]} latent frames of {tuple(x.shape[-2:])} being sampled; connect the "
+                "LATENT of 'MicroCinema Image To Video' (same size and length) to the sampler's latent_image.")
         if not bool(torch.any(strength != 0)):
             return None, None  # strength 0: AppearNet is off; skip its cost entirely
         return self.run_appearnet(x, timesteps, context, y, hint.to(x), num_frames, transformer_options), strength

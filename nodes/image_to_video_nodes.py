@@ -58,6 +58,11 @@ def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str,
     if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"{NODE}, input 'image': expected an IMAGE [batch, height, width, channels], "
                          f"got shape {tuple(image.shape)}")
+    if image.shape[0] < 1:
+        raise ValueError(f"{NODE}, input 'image': the IMAGE batch is empty (no keyframe to animate)")
+    if not bool(torch.isfinite(image).all()):
+        raise ValueError(f"{NODE}, input 'image': the keyframe has NaN or infinite pixel values (a broken upstream "
+                         "node?)")
     channels = image.shape[-1]
     if channels in (1, 2):  # greyscale (+ alpha)
         image = image[..., :1].expand(*image.shape[:-1], 3)

@@ -9,6 +9,26 @@ from ..microcinema_core.video_unet import CONTEXT_OPTION
 NODE = "MicroCinema Context Windows"
 
 
+def check_widgets(context_length=None, context_overlap=None, context_schedule=None, fuse_method=None) -> str | None:
+    """The first problem among these values as a message naming the node and the input, or None (None values:
+    fed by links, unknown before the run)."""
+    for name, value in (("context_length", context_length), ("context_overlap", context_overlap)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{NODE}: input '{name}' must be a whole number, got {value!r}"
+    if context_length is not None and not 2 <= context_length <= 256:
+        return f"{NODE}: input 'context_length' must be between 2 and 256, got {context_length}"
+    if context_overlap is not None:
+        top = context_length - 1 if context_length is not None else 255
+        if not 0 <= context_overlap <= top:
+            return (f"{NODE}: input 'context_overlap' must be between 0 and context_length - 1 ({top}), "
+                    f"got {context_overlap}")
+    if context_schedule is not None and context_schedule not in SCHEDULES:
+        return f"{NODE}: input 'context_schedule' must be one of {', '.join(SCHEDULES)}, got {context_schedule!r}"
+    if fuse_method is not None and fuse_method not in FUSE_METHODS:
+        return f"{NODE}: input 'fuse_method' must be one of {', '.join(FUSE_METHODS)}, got {fuse_method!r}"
+    return None
+
+
 class MicroCinemaContextWindows(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -41,17 +61,17 @@ class MicroCinemaContextWindows(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, context_length: int, context_overlap: int):
-        if not 2 <= context_length <= 256:
-            return f"{NODE}: input 'context_length' must be between 2 and 256, got {context_length}"
-        if not 0 <= context_overlap < context_length:
-            return (f"{NODE}: input 'context_overlap' must be between 0 and context_length - 1 "
-                    f"({context_length - 1}), got {context_overlap}")
-        return True
+    def validate_inputs(cls, context_length=None, context_overlap=None, context_schedule=None, fuse_method=None):
+        # The inputs named here lose ComfyUI's built-in checks (and 0.3.x does not check V3 combo options), so they
+        # are checked here; None means fed by a link, checked in execute.
+        return check_widgets(context_length, context_overlap, context_schedule, fuse_method) or True
 
     @classmethod
     def execute(cls, model, context_length, context_overlap, context_schedule, context_stride, closed_loop,
                 fuse_method, keep_keyframe) -> io.NodeOutput:
+        problem = check_widgets(context_length, context_overlap, context_schedule, fuse_method)
+        if problem or context_stride < 1:
+            raise ValueError(problem or f"{NODE}: input 'context_stride' must be at least 1, got {context_stride}")
         settings = ContextSettings(context_length, context_overlap, context_schedule, context_stride, closed_loop,
                                    fuse_method, keep_keyframe)
         settings.validate()

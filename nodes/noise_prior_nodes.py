@@ -9,6 +9,14 @@ from comfy_api.latest import io
 from ..microcinema_core import noise_prior
 
 
+def _check_gamma(gamma) -> str | None:
+    if gamma is None:  # fed by a link
+        return None
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+        return f"MicroCinema Noise Prior: input 'gamma' must be a number between 0 and 1, got {gamma!r}"
+    return None
+
+
 class KeyframeNoisePrior:
     """A NOISE object: the sampler's usual Gaussian noise for ``seed`` plus gamma * the keyframe latent.
 
@@ -59,5 +67,13 @@ class MicroCinemaNoisePrior(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, gamma=None):
+        # gamma loses ComfyUI's min/max check by being named here; checked by hand because NaN passes any min/max.
+        return _check_gamma(gamma) or True
+
+    @classmethod
     def execute(cls, noise_seed: int, keyframe: dict, gamma: float) -> io.NodeOutput:
+        problem = _check_gamma(gamma)
+        if problem:  # a value that came through a link was not validated before the run
+            raise ValueError(problem)
         return io.NodeOutput(KeyframeNoisePrior(noise_seed, keyframe["samples"], gamma))

@@ -7,6 +7,8 @@ from comfy_api.latest import io
 from ..microcinema_core import loading
 from . import model_folders as mf
 
+LOADER, APPLY = "MicroCinema Checkpoint Loader", "MicroCinema Apply Module"
+
 
 class MicroCinemaCheckpointLoader(io.ComfyNode):
     @classmethod
@@ -23,8 +25,14 @@ class MicroCinemaCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, ckpt_name=None):
+        # ComfyUI 0.3.x does not check V3 combo values against the options: refuse names that are not listed files
+        # (typos, '../' or absolute paths) before the run. None: fed by a link, checked in execute.
+        return mf.unlisted(LOADER, "ckpt_name", mf.MICROCINEMA, ckpt_name) or True
+
+    @classmethod
     def execute(cls, ckpt_name: str) -> io.NodeOutput:
-        path = mf.full_path(mf.MICROCINEMA, ckpt_name)
+        path = mf.resolve(LOADER, "ckpt_name", mf.MICROCINEMA, ckpt_name)
         try:
             model, clip, vae = loading.load_full_checkpoint(path, folder_paths.get_folder_paths("embeddings"))
         except ValueError as exc:
@@ -57,9 +65,18 @@ class MicroCinemaApplyModule(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, module_name=None, motion_module=None):
+        # see MicroCinemaCheckpointLoader.validate_inputs
+        return (mf.unlisted(APPLY, "module_name", mf.MICROCINEMA, module_name, extra=(mf.NEW_MODULE,))
+                or mf.unlisted(APPLY, "motion_module", mf.ANIMATEDIFF, motion_module, extra=(mf.NO_MOTION_MODULE,))
+                or True)
+
+    @classmethod
     def execute(cls, model, module_name: str, motion_module: str) -> io.NodeOutput:
-        module_path = None if module_name == mf.NEW_MODULE else mf.full_path(mf.MICROCINEMA, module_name)
-        motion_path = None if motion_module == mf.NO_MOTION_MODULE else mf.full_path(mf.ANIMATEDIFF, motion_module)
+        module_path = None if module_name == mf.NEW_MODULE else \
+            mf.resolve(APPLY, "module_name", mf.MICROCINEMA, module_name)
+        motion_path = None if motion_module == mf.NO_MOTION_MODULE else \
+            mf.resolve(APPLY, "motion_module", mf.ANIMATEDIFF, motion_module)
         try:
             patched = loading.microcinema_model(model, module_path, motion_path)
         except ValueError as exc:

@@ -27,3 +27,21 @@ def files(name: str) -> list[str]:
 def full_path(name: str, filename: str) -> str:
     """Only files listed inside the registered folders resolve (no '../' escapes)."""
     return folder_paths.get_full_path_or_raise(name, filename)
+
+
+def unlisted(node: str, input_name: str, folder: str, filename, extra: tuple = ()) -> str | None:
+    """A message naming node and input when ``filename`` is not one of the folder's listed files (or ``extra``)."""
+    if filename is None or filename in extra or filename in files(folder):
+        return None
+    return f"{node}: input '{input_name}': {filename!r} is not a file in models/{folder}"
+
+
+def resolve(node: str, input_name: str, folder: str, filename: str) -> str:
+    """full_path, with a ValueError that names the node and the input when the file is not there."""
+    problem = unlisted(node, input_name, folder, filename)
+    if problem:
+        raise ValueError(problem)
+    try:
+        return full_path(folder, filename)
+    except FileNotFoundError as exc:  # listed a moment ago, gone now
+        raise ValueError(f"{node}: input '{input_name}': {exc}") from exc

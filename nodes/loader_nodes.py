@@ -5,6 +5,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..microcinema_core import loading
+from ..microcinema_core.patching import IncompatibleBaseModel
 from . import model_folders as mf
 
 LOADER, APPLY = "MicroCinema Checkpoint Loader", "MicroCinema Apply Module"
@@ -77,10 +78,15 @@ class MicroCinemaApplyModule(io.ComfyNode):
             mf.resolve(APPLY, "module_name", mf.MICROCINEMA, module_name)
         motion_path = None if motion_module == mf.NO_MOTION_MODULE else \
             mf.resolve(APPLY, "motion_module", mf.ANIMATEDIFF, motion_module)
+        which = "module_name"  # the input a failure is reported on, by the step that failed
         try:
-            patched = loading.microcinema_model(model, module_path, motion_path)
+            module = loading.module_for(model, module_path)
+            if motion_path is not None:
+                which = "motion_module"
+                loading.load_motion_module(module, motion_path)
+            patched = loading.apply_module(model, module)
         except ValueError as exc:
-            which = "motion_module" if motion_path and "motion" in str(exc).lower() else \
-                ("model" if "needs an SD1.x" in str(exc) else "module_name")
+            if isinstance(exc, IncompatibleBaseModel):
+                which = "model"
             raise ValueError(f"MicroCinema Apply Module, input '{which}': {exc}") from exc
         return io.NodeOutput(patched)

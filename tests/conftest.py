@@ -12,13 +12,18 @@ tests/harness and is importable because this folder is put on sys.path.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+_TESTS = Path(__file__).resolve().parent
+# `python -m pytest` from the repository root puts the root on sys.path, where the pack's `nodes/` folder would
+# shadow ComfyUI's `nodes` module. The pack is only ever imported through ComfyUI's loader.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _TESTS.parent]
+sys.path.insert(0, str(_TESTS))
 
 from harness import runtime as _runtime  # noqa: E402
 from harness.locations import REPO_ROOT, SessionDirs  # noqa: E402
@@ -83,5 +88,6 @@ def tiny_sd_checkpoint(comfy_dirs: SessionDirs) -> str:
 @pytest.fixture(scope="session")
 def comfy_server(comfy_dirs: SessionDirs) -> ComfyServer:
     server = ComfyServer.start(comfy_dirs)
+    atexit.register(server.stop)  # also when the session dies before fixture teardown
     yield server
     server.stop()

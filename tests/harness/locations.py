@@ -104,6 +104,9 @@ class SessionDirs:
         """Make a cached model file visible in a model folder (a symlink: no copy of large files).
         Returns the file name that loader nodes take."""
         target = self.models[folder] / (name or source.name)
-        if not target.exists():
-            target.symlink_to(source)
+        if target.is_symlink() or target.exists():
+            if target.resolve() == source.resolve():
+                return target.name
+            target.unlink()  # a stale or dangling link from an earlier call
+        target.symlink_to(source.resolve())
         return target.name

@@ -1,0 +1,243 @@
+"""The shipped example workflows, run as shipped in a real ComfyUI.
+
+Both forms of every workflow (UI: example_workflows/<name>.json, API: workflows/api/<name>.api.json) come from
+workflows/build_workflows.py. Here: the committed files are what the builder makes; the UI form, converted to
+the API form with the live /object_info by an independent converter (harness.ui_workflow), is exactly the API
+form; the API form validates and executes in-process with the demo model names mapped to tiny generated models
+(harness.demo_models: links in the session's model folders, never an edit of the JSON), and its files are
+checked (mp4 and animated WebP frame counts, sizes, frame rate, embedded workflow); and the template listing of
+a real server shows exactly these workflows with their thumbnails. (Running them over HTTP from the real front
+end: tests/test_browser.py.)
+
+MICROCINEMA_WRITE_THUMBNAILS=1 rewrites example_workflows/<name>.jpg from the frames of these runs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.demo_models import place_demo_models
+from harness.locations import PACK_NAME, REPO_ROOT, comfyui_path
+from harness.ui_workflow import load_workflow_builder, object_info_in_process, ui_to_api
+
+pytestmark = pytest.mark.workflows
+
+builder = load_workflow_builder()
+NAMES = [make().name for make in builder.WORKFLOWS]
+LENGTH = builder.LENGTH
+WRITE_THUMBNAILS = os.environ.get("MICROCINEMA_WRITE_THUMBNAILS") == "1"
+
+
+def ui_form(name: str) -> dict:
+    return json.loads((REPO_ROOT / "example_workflows" / f"{name}.json").read_text())
+
+
+def api_form(name: str) -> dict:
+    return json.loads((REPO_ROOT / "workflows" / "api" / f"{name}.api.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def demo_models(comfy_dirs) -> dict[str, str]:
+    return place_demo_models(comfy_dirs)
+
+
+@pytest.fixture(scope="module")
+def example_input(comfy_dirs) -> str:
+    """The example keyframe the image workflow loads, copied into ComfyUI's input folder (as users do)."""
+    name = builder.EXAMPLE_KEYFRAME
+    shutil.copyfile(REPO_ROOT / "example_workflows" / name, comfy_dirs.input / name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def live_object_info(comfy_env) -> dict:
+    return object_info_in_process(comfy_env)
+
+
+# -- the files ------------------------------------------------------------------------------------------------
+def test_committed_files_are_what_the_builder_makes():
+    stale = builder.stale_files(builder.build_all())
+    assert not stale, f"run `python workflows/build_workflows.py`; out of date: {[str(p) for p in stale]}"
+
+
+def test_no_api_form_or_copy_is_listed_as_a_template():
+    """ComfyUI lists every *.json in a pack's example_workflows/, example/, examples/, workflow/ and workflows/
+    folders as templates: only the UI forms may be there."""
+    listed = sorted(p.name for folder in ("example_workflows", "example", "examples", "workflow", "workflows")
+                    for p in (REPO_ROOT / folder).glob("*.json"))
+    assert listed == sorted(f"{n}.json" for n in NAMES)
+    for name in NAMES:
+        ui = ui_form(name)
+        assert ui["version"] == 0.4 and "ds" in ui["extra"] and ui["links"] and ui["groups"]
+        assert all({"id", "type", "pos", "size", "inputs", "outputs", "widgets_values", "mode", "order"} <= set(n)
+                   for n in ui["nodes"])
+
+
+@pytest.mark.graph
+def test_node_specs_match_the_running_comfyui(live_object_info):
+    specs = builder.load_specs()
+    for node_type, spec in specs.items():
+        assert node_type in live_object_info, f"{node_type} is not a node of this ComfyUI"
+        live = builder.trim_object_info(live_object_info[node_type])
+        assert live == spec, (f"{node_type} changed in this ComfyUI (widget order/types/outputs): refresh with "
+                              "`python workflows/build_workflows.py --refresh-specs OBJECT_INFO.json`")
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_form_describes_the_same_graph_as_the_api_form(name, live_object_info):
+    converted = ui_to_api(ui_form(name), live_object_info)
+    assert converted == api_form(name)
+    # and every widget value is one the node accepts (combos) as ComfyUI lists them
+    for node_id, node in api_form(name).items():
+        info = live_object_info[node["class_type"]]
+        for input_name, value in node["inputs"].items():
+            spec = info["input"].get("required", {}).get(input_name) or info["input"].get("optional", {})[input_name]
+            options = spec[0] if isinstance(spec[0], list) else (spec[1].get("options") if len(spec) > 1 else None)
+            if options and not isinstance(value, list) and input_name not in ("ckpt_name", "module_name", "image",
+                                                                               "control_net_name", "model_name"):
+                assert value in options, (name, node_id, input_name, value)
+
+
+# -- running them ---------------------------------------------------------------------------------------------
+def _source(prompt: dict, node_id: str, input_name: str) -> str:
+    return prompt[node_id]["inputs"][input_name][0]
+
+
+def _upstream(prompt: dict, node_id: str, class_type: str) -> str | None:
+    """Nearest node of class_type feeding node_id (breadth first)."""
+    seen, queue = set(), [node_id]
+    while queue:
+        current = queue.pop(0)
+        for value in prompt[current]["inputs"].values():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and value[0] not in seen:
+                seen.add(value[0])
+                if prompt[value[0]]["class_type"] == class_type:
+                    return value[0]
+                queue.append(value[0])
+    return None
+
+
+def _files(result, comfy_dirs, node_id: str) -> list[Path]:
+    ui = result.ui[node_id]
+    items = [i for key in ("images", "gifs", "videos") for i in ui.get(key, []) if isinstance(i, dict)]
+    base = {"output": comfy_dirs.output, "temp": comfy_dirs.temp}
+    return [base[i.get("type", "output")] / i.get("subfolder", "") / i["filename"] for i in items]
+
+
+def _check_mp4(path: Path, frames, fps: float, workflow_name: str) -> None:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.average_rate) == pytest.approx(fps)
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        metadata = dict(container.metadata)
+    assert len(decoded) == frames.shape[0]
+    assert decoded[0].shape == tuple(frames.shape[1:])
+    assert json.loads(metadata["workflow"])["extra"]["microcinema"]["workflow"] == workflow_name
+    assert "MicroCinemaImageToVideo" in metadata["prompt"]
+
+
+def _check_webp(path: Path, frames, fps: float) -> None:
+    with Image.open(path) as image:
+        assert image.format == "WEBP" and getattr(image, "n_frames", 1) == frames.shape[0]
+        assert image.size == (frames.shape[2], frames.shape[1])
+        image.load()  # the frame duration is known once a frame is decoded
+        assert image.info.get("duration") == pytest.approx(1000 / fps, abs=1)
+
+
+def _to_pil(frames) -> list[Image.Image]:
+    array = (np.clip(frames.cpu().numpy(), 0, 1) * 255).round().astype(np.uint8)
+    return [Image.fromarray(f) for f in array]
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_as_shipped(name, run_graph, comfy_dirs, demo_models, example_input):
+    import torch
+
+    prompt, ui = api_form(name), ui_form(name)
+    result = run_graph(prompt, extra_data={"extra_pnginfo": {"workflow": ui}})
+    assert result.history.get("status", {}).get("status_str", "success") == "success"
+    savers = {i: n for i, n in prompt.items() if n["class_type"] in ("SaveVideo", "SaveAnimatedWEBP")}
+    assert {n["class_type"] for n in savers.values()} == {"SaveVideo", "SaveAnimatedWEBP"}
+    thumbnail_frames = None
+    for node_id, node in sorted(savers.items()):
+        images_node = _source(prompt, node_id, "images") if node["class_type"] == "SaveAnimatedWEBP" else \
+            _source(prompt, _source(prompt, node_id, "video"), "images")
+        frames = result[images_node]
+        i2v = _upstream(prompt, node_id, "MicroCinemaImageToVideo")
+        i2v_inputs = prompt[i2v]["inputs"]
+        expected = (i2v_inputs["length"], i2v_inputs["height"], i2v_inputs["width"], 3)
+        if _upstream(prompt, node_id, "ImageUpscaleWithModel"):
+            expected = (expected[0], expected[1] * 2, expected[2] * 2, 3)
+        assert tuple(frames.shape) == expected, (node_id, tuple(frames.shape))
+        assert torch.isfinite(frames).all()
+        fps = result.output(i2v, 3)
+        assert fps == i2v_inputs["frame_rate"]
+        files = _files(result, comfy_dirs, node_id)
+        assert len(files) == 1 and files[0].is_file(), (node_id, result.ui[node_id])
+        if node["class_type"] == "SaveVideo":
+            _check_mp4(files[0], frames, fps, name)
+        else:
+            _check_webp(files[0], frames, fps)
+            thumbnail_frames = thumbnail_frames or _to_pil(frames)
+
+    if name == "controlnet_per_frame":
+        applied = next(i for i, n in prompt.items() if n["class_type"] == "ControlNetApplyAdvanced")
+        for index in (0, 1):
+            control = result.output(applied, index)[0][1]["control"]
+            assert control.cond_hint_original.shape[0] == prompt[_upstream(prompt, applied, "RepeatImageBatch")][
+                "inputs"]["amount"] == 8
+    if name == "keyframe_first_last":
+        positions = {prompt[i]["inputs"]["keyframe_position"]: i for i, n in prompt.items()
+                     if n["class_type"] == "MicroCinemaImageToVideo"}
+        assert set(positions) == {"first", "last"}
+        hints = [result.output(positions[p], 0)[0][1]["model_conds"]["mc_hint"].cond for p in ("first", "last")]
+        assert hints[0].shape[0] == LENGTH and not torch.equal(hints[0], hints[1])  # AppearNet's per-frame hint
+
+    if WRITE_THUMBNAILS:
+        wf = next(make() for make in builder.WORKFLOWS if make().name == name)
+        buffer = io.BytesIO()
+        builder.render_thumbnail(wf, thumbnail_frames).save(buffer, "JPEG", quality=85, optimize=True)
+        (REPO_ROOT / "example_workflows" / f"{name}.jpg").write_bytes(buffer.getvalue())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_thumbnail_for_the_template_browser(name):
+    """(After the runs: MICROCINEMA_WRITE_THUMBNAILS=1 writes them there.) The 0.3.75 front end shows <name>.jpg next to a custom node template (mediaType image, subtype jpg)."""
+    path = REPO_ROOT / "example_workflows" / f"{name}.jpg"
+    assert path.is_file(), f"missing {path}: MICROCINEMA_WRITE_THUMBNAILS=1 pytest tests/test_workflows.py"
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == builder.THUMB_SIZE
+
+
+# -- over HTTP: what the template browser gets --------------------------------------------------------------------
+@pytest.mark.server
+def test_template_listing_and_thumbnails_served(comfy_server):
+    """GET /workflow_templates lists exactly the UI forms; each is served, and so is its thumbnail on ComfyUI
+    versions that serve the whole example_workflows folder (0.3.x: a static route). Newer upstream serves only
+    the JSON files (app/custom_node_manager.py collect_workflow_templates), so there the card has no picture."""
+    status, listing = comfy_server.request("GET", "/workflow_templates")
+    assert status == 200
+    assert sorted(listing.get(PACK_NAME, [])) == sorted(NAMES), listing
+    json_only = "collect_workflow_templates" in (comfyui_path() / "app" / "custom_node_manager.py").read_text()
+    for name in NAMES:
+        status, body = comfy_server.request("GET", f"/api/workflow_templates/{PACK_NAME}/{name}.json")
+        assert status == 200 and body == ui_form(name)
+        url = f"{comfy_server.base_url}/api/workflow_templates/{PACK_NAME}/{name}.jpg"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                assert response.status == 200 and response.headers["Content-Type"] == "image/jpeg"
+        except urllib.error.HTTPError as err:
+            assert json_only and err.code == 404, f"{url}: HTTP {err.code}"

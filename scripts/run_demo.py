@@ -60,8 +60,9 @@ def extra_paths_yaml(models: Path, comfy: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "text_to_video.api.json",
-                        help="API-format workflow to render (its UI form <name>.json, if present, is embedded)")
+    parser.add_argument("--workflow", type=Path, default=ROOT / "workflows" / "api" / "text_to_video.api.json",
+                        help="API-format workflow (workflows/api/<name>.api.json) to render; its UI form "
+                        "example_workflows/<name>.json, when present, is embedded in the saved files")
     parser.add_argument("--output", type=Path, default=ROOT / "output", help="ComfyUI output directory")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     models = ROOT / ".cache" / "demo_models"
     subprocess.run([sys.executable, "-m", "microcinema_core.demo", "--models-dir", str(models)], cwd=ROOT, check=True)
     prompt = json.loads(args.workflow.read_text())
-    ui_form = args.workflow.with_name(args.workflow.name.replace(".api.json", ".json"))
+    ui_form = ROOT / "example_workflows" / args.workflow.name.replace(".api.json", ".json")
     extra = {"extra_pnginfo": {"workflow": json.loads(ui_form.read_text())}} if ui_form.is_file() and \
-        ui_form != args.workflow else {}
+        ui_form.resolve() != args.workflow.resolve() else {}
 
     args.output.mkdir(parents=True, exist_ok=True)
     port = free_port()

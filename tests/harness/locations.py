@@ -101,12 +101,18 @@ class SessionDirs:
         return path
 
     def place_model(self, folder: str, source: Path, name: str | None = None) -> str:
-        """Make a cached model file visible in a model folder (a symlink: no copy of large files).
-        Returns the file name that loader nodes take."""
+        """Make a cached model file visible in a model folder without copying it. Returns the file name that
+        loader nodes take.
+
+        A hard link where possible: it keeps the file alive for the session even when another test process
+        replaces or prunes the cache entry meanwhile (a symlink would dangle). A symlink across filesystems."""
         target = self.models[folder] / (name or source.name)
         if target.is_symlink() or target.exists():
-            if target.resolve() == source.resolve():
+            if target.exists() and os.path.samefile(target, source):
                 return target.name
             target.unlink()  # a stale or dangling link from an earlier call
-        target.symlink_to(source.resolve())
+        try:
+            os.link(source, target)
+        except OSError:
+            target.symlink_to(source.resolve())
         return target.name

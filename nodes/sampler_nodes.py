@@ -10,7 +10,23 @@ import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own folder is only
 from comfy_api.latest import io
 
 from ..microcinema_core import noise_prior
-from .image_to_video_nodes import MAX_FRAMES, MIN_SIDE, MAX_SIDE, MicroCinemaImageToVideo
+from .image_to_video_nodes import MAX_FRAMES, MIN_SIDE, MAX_SIDE, MicroCinemaImageToVideo, check_widgets
+
+NODE = "MicroCinema Sampler"
+
+
+def check_inputs(cfg=None, sampler_name=None, scheduler=None, **video) -> str | None:
+    """The first problem among these widget values as a message naming the node and the input, or None."""
+    problem = check_widgets(NODE, **video)
+    if problem:
+        return problem
+    if cfg is not None and (isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not 0.0 <= cfg <= 100.0):
+        return f"{NODE}: input 'cfg' must be a number between 0 and 100, got {cfg!r}"
+    for name, value, options in (("sampler_name", sampler_name, comfy.samplers.KSampler.SAMPLERS),
+                                 ("scheduler", scheduler, comfy.samplers.KSampler.SCHEDULERS)):
+        if value is not None and value not in options:
+            return f"{NODE}: input '{name}' must be one of ComfyUI's {name.split('_')[0]}s, got {value!r}"
+    return None
 
 
 class MicroCinemaSampler(io.ComfyNode):
@@ -58,13 +74,26 @@ class MicroCinemaSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, length: int, keyframe_position: str, keyframe_index: int):
-        return MicroCinemaImageToVideo.validate_inputs(width, height, length, keyframe_position, keyframe_index)
+    def validate_inputs(cls, width=None, height=None, length=None, keyframe_position=None, keyframe_index=None,
+                        appearance_strength=None, noise_prior_gamma=None, frame_rate=None, cfg=None,
+                        sampler_name=None, scheduler=None):
+        # Named inputs lose ComfyUI's min/max check, NaN passes any min/max and 0.3.x skips V3 combo options:
+        # check_inputs does all of it. None: fed by a link, checked in execute.
+        return check_inputs(width=width, height=height, length=length, keyframe_position=keyframe_position,
+                            keyframe_index=keyframe_index, appearance_strength=appearance_strength,
+                            noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, cfg=cfg,
+                            sampler_name=sampler_name, scheduler=scheduler) or True
 
     @classmethod
     def execute(cls, model, positive, negative, vae, image, width, height, length, seed, steps, cfg, sampler_name,
                 scheduler, keyframe_position, keyframe_index, appearance_strength, noise_prior_gamma,
                 frame_rate) -> io.NodeOutput:
+        problem = check_inputs(width=width, height=height, length=length, keyframe_position=keyframe_position,
+                               keyframe_index=keyframe_index, appearance_strength=appearance_strength,
+                               noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, cfg=cfg,
+                               sampler_name=sampler_name, scheduler=scheduler)
+        if problem:  # values that came through links were not validated before the run
+            raise ValueError(problem)
         pos, neg, latent, rate = MicroCinemaImageToVideo.execute(
             positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
             appearance_strength, noise_prior_gamma, "center", frame_rate, "bilinear").args

@@ -11,6 +11,10 @@ cd "$ROOT"
 VENV="${MICROCINEMA_VENV:-$ROOT/.venv}"
 case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
 
+# The test models are tiny: one intra-op thread per process runs them fastest (OpenMP's second thread costs more
+# than it brings on small ops, several times more on a shared machine). Set OMP_NUM_THREADS to override.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+
 select=(-m "not browser and not slow")
 for arg in "$@"; do
   case "$arg" in -m|-m*|--markexpr|--markexpr=*) select=() ;; esac

@@ -162,11 +162,28 @@ def _samplers_and_schedulers():
     return list(comfy.samplers.KSampler.SAMPLERS), list(comfy.samplers.KSampler.SCHEDULERS)
 
 
+REPRESENTATIVE_SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_sde", "uni_pc", "lcm", "ddim"]
+REPRESENTATIVE_SCHEDULERS = ["normal", "karras", "exponential", "sgm_uniform", "simple", "beta"]
+
+
 @pytest.mark.graph
+@pytest.mark.slow
 def test_every_sampler_and_scheduler_with_stock_samplers(run_graph, comfy_env, tiny_sd_checkpoint):
-    """One graph: every sampler (scheduler 'normal') and every scheduler (sampler 'euler') through KSampler,
-    plus KSamplerAdvanced and SamplerCustomAdvanced; 2 frames, cfg 1 keeps it cheap."""
+    """Every sampler (scheduler 'normal') and every scheduler (sampler 'euler'): see _sampler_sweep."""
+    _sampler_sweep(run_graph, tiny_sd_checkpoint, *_samplers_and_schedulers())
+
+
+@pytest.mark.graph
+def test_representative_samplers_and_schedulers(run_graph, comfy_env, tiny_sd_checkpoint):
+    """The default run's cut of the sweep: one sampler of each family, the common schedulers."""
     samplers, schedulers = _samplers_and_schedulers()
+    _sampler_sweep(run_graph, tiny_sd_checkpoint, [s for s in REPRESENTATIVE_SAMPLERS if s in samplers],
+                   [s for s in REPRESENTATIVE_SCHEDULERS if s in schedulers])
+
+
+def _sampler_sweep(run_graph, tiny_sd_checkpoint, samplers, schedulers):
+    """One graph: the samplers (scheduler 'normal') and the schedulers (sampler 'euler') through KSampler,
+    plus KSamplerAdvanced and SamplerCustomAdvanced; 2 frames, cfg 1 keeps it cheap."""
     g, ckpt, i2v = base_graph(tiny_sd_checkpoint, frames=2)
     mc = g.node("MicroCinemaApplyModule", model=ckpt.out(0), module_name=NEW, motion_module="none")
     runs = [ks(g, mc, i2v, sampler=s, steps=3, cfg=1.0) for s in samplers]

@@ -86,7 +86,8 @@ def _build(out: Path) -> None:
     from .runtime import import_comfy_core
 
     import_comfy_core(cpu=True)
-    sys.path.insert(0, str(REPO_ROOT))
+    # appended, not prepended: the repository root holds a nodes/ package that would shadow ComfyUI's nodes.py
+    sys.path.append(str(REPO_ROOT))
     from microcinema_core import demo, tiny_models  # the set-up command's own builder
 
     built = demo.ensure_demo_models(out)

@@ -210,12 +210,6 @@ def test_negative_without_appearance_is_a_clear_error(run_graph, tiny_sd_checkpo
 
 
 @pytest.mark.graph
-def test_module_applied_to_non_sd_model_is_refused(run_graph, comfy_env):
-    """A MODEL that is not an SD1.x/SD2.x UNet (here: none of our business) gives an error naming 'model'."""
-    pytest.skip("needs a tiny SDXL/Flux checkpoint generator (issue 7)")
-
-
-@pytest.mark.graph
 @pytest.mark.parity
 def test_convenience_sampler_equals_the_separate_nodes(run_graph, tiny_sd_checkpoint, keyframe_png):
     g = Graph()

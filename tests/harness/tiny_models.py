@@ -12,12 +12,13 @@ everything that defines them, and rebuilt when missing.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
-import zlib
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .locations import MODEL_CACHE
 
@@ -25,53 +26,31 @@ log = logging.getLogger("microcinema.tests.tiny_models")
 
 # Bump when the generation below changes in a way that changes file contents.
 GENERATOR_VERSION = 1
-INIT_STD = 0.02
 
+
+def _load_product_generator():
+    """The pack's own generator (microcinema_core/tiny_models.py, which the demo model uses too), loaded from
+    its file: it imports only torch at module level, so no package import and no ComfyUI are needed here."""
+    name = "_microcinema_tiny_models"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[2] / "microcinema_core" / "tiny_models.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_generator = _load_product_generator()
+INIT_STD = _generator.INIT_STD
 # What comfy.model_detection.detect_unet_config returns for such a file (UNetModel takes it as kwargs).
-TINY_SD15_UNET: dict[str, Any] = {
-    "use_checkpoint": False,
-    "image_size": 32,
-    "out_channels": 4,
-    "use_spatial_transformer": True,
-    "legacy": False,
-    "adm_in_channels": None,
-    "in_channels": 4,
-    "model_channels": 320,
-    "num_res_blocks": [1],
-    "transformer_depth": [1],
-    "transformer_depth_output": [1, 1],
-    "channel_mult": [1],
-    "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False,
-    "context_dim": 768,
-    "num_heads": 8,
-    "num_head_channels": -1,
-    "use_temporal_resblock": False,
-    "use_temporal_attention": False,
-}
-
+TINY_SD15_UNET: dict[str, Any] = _generator.TINY_SD15_UNET
 # SD's VAE as ComfyUI builds it for an SD1.x checkpoint (comfy/sd.py VAE, fixed; embed_dim 4).
-SD_VAE_DDCONFIG: dict[str, Any] = {
-    "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0,
-}
-
+SD_VAE_DDCONFIG: dict[str, Any] = _generator.SD_VAE_DDCONFIG
 Shapes = dict[str, tuple[tuple[int, ...], bool]]  # key -> (shape, is a normalisation parameter)
-
-
-def _meta_shapes(build: Callable[[], Any]) -> Shapes:
-    """Build a module on the meta device (no memory, no init) and list its parameters and buffers."""
-    import torch
-
-    with torch.device("meta"):
-        module = build()
-    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.BatchNorm2d)
-    norm_prefixes = {name + "." for name, m in module.named_modules() if isinstance(m, norm_types)}
-    shapes: Shapes = {}
-    for key, tensor in module.state_dict().items():
-        parent = key.rsplit(".", 1)[0] + "."
-        shapes[key] = (tuple(tensor.shape), parent in norm_prefixes)
-    return shapes
+_meta_shapes = _generator.meta_shapes
+random_state_dict = _generator.random_state_dict
 
 
 def unet_shapes(unet_config: dict[str, Any]) -> Shapes:
@@ -79,51 +58,21 @@ def unet_shapes(unet_config: dict[str, Any]) -> Shapes:
     from .runtime import import_comfy_core
 
     import_comfy_core()
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    return _meta_shapes(lambda: UNetModel(**unet_config, device="meta",
-                                          operations=comfy.ops.disable_weight_init))
+    return _generator.unet_shapes(unet_config)
 
 
 def clip_l_shapes() -> Shapes:
-    """SD1 CLIP-L keys as an SD1.x checkpoint stores them (relative to ``cond_stage_model.transformer.``).
-    text_projection and logit_scale are left out: real SD1.x files do not have them either."""
     from .runtime import import_comfy_core
 
     import_comfy_core()
-    import comfy.sd1_clip
-    import torch
-
-    shapes = _meta_shapes(lambda: comfy.sd1_clip.SDClipModel(device="meta", dtype=torch.float16))
-    prefix = "transformer."
-    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix + "text_model.")}
+    return _generator.clip_l_shapes()
 
 
 def vae_shapes() -> Shapes:
     from .runtime import import_comfy_core
 
     import_comfy_core()
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-
-    return _meta_shapes(lambda: AutoencoderKL(ddconfig=dict(SD_VAE_DDCONFIG), embed_dim=4))
-
-
-def random_state_dict(shapes: Shapes, seed: int, prefix: str = "", dtype=None, std: float = INIT_STD):
-    """Deterministic small random weights: N(0, std) for weights/biases, 1/0 for norm weight/bias."""
-    import torch
-
-    dtype = dtype or torch.float16
-    out = {}
-    for key, (shape, is_norm) in sorted(shapes.items()):
-        full = prefix + key
-        if is_norm:
-            value = torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)
-        else:
-            gen = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(full.encode())) % (2**63))
-            value = torch.randn(shape, generator=gen) * std
-        out[full] = value.to(dtype).contiguous()
-    return out
+    return _generator.vae_shapes()
 
 
 def build_unet_state_dict(unet_config: dict[str, Any] | None = None, seed: int = 0,
@@ -133,10 +82,10 @@ def build_unet_state_dict(unet_config: dict[str, Any] | None = None, seed: int =
 
 def build_sd15_checkpoint_state_dict(unet_config: dict[str, Any] | None = None, seed: int = 0, dtype=None):
     """UNet + CLIP-L + VAE under SD1.x checkpoint prefixes."""
-    sd = build_unet_state_dict(unet_config, seed, dtype=dtype)
-    sd.update(random_state_dict(clip_l_shapes(), seed + 1, "cond_stage_model.transformer.", dtype))
-    sd.update(random_state_dict(vae_shapes(), seed + 2, "first_stage_model.", dtype))
-    return sd
+    from .runtime import import_comfy_core
+
+    import_comfy_core()
+    return _generator.sd15_checkpoint_state_dict(unet_config, seed, dtype)
 
 
 def _cache_name(kind: str, spec: dict[str, Any]) -> str:

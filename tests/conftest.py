@@ -74,6 +74,14 @@ def comfy_env(comfy_dirs: SessionDirs) -> _runtime.ComfyRuntime:
 
 
 @pytest.fixture(scope="session")
+def mc(comfy_env: _runtime.ComfyRuntime):
+    """The pack's microcinema_core as the booted ComfyUI loaded it (the objects the nodes use)."""
+    from pack_import import core
+
+    return core()
+
+
+@pytest.fixture(scope="session")
 def run_graph(comfy_env: _runtime.ComfyRuntime):
     """Validate + execute a prompt in-process; see harness.runner.GraphRunner.run."""
     return comfy_env.runner.run

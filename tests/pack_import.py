@@ -73,6 +73,11 @@ def sub(name: str, package: ModuleType | None = None) -> ModuleType:
 
 # -- small builders shared by the tests/test_core_*.py modules ------------------------------------------------
 
+def module_operations():
+    """The comfy.ops family the pack builds MicroCinema modules with (patching.MODULE_OPERATIONS)."""
+    return sub("patching").MODULE_OPERATIONS
+
+
 def tiny_unet(cfg: dict | None = None, seed: int = 0, std: float = 0.05, device=None):
     """A ComfyUI openaimodel.UNetModel (comfy.ops.disable_weight_init, as ComfyUI builds SD UNets) with random
     weights: comfy's ops skip initialisation, so every parameter is drawn here."""

@@ -12,21 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pack_import import core, randomize, single_thread_fixture, sub, tiny_unet
-
-
-@pytest.fixture(scope="session")
-def mc(comfy_env):
-    return core()
+from pack_import import module_operations, randomize, single_thread_fixture, sub, tiny_unet
 
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(single_thread_fixture)
-
-
-def _ops():
-    import comfy.ops
-
-    return comfy.ops.manual_cast
 
 
 def true_pe(length: int, channels: int) -> torch.Tensor:
@@ -133,7 +122,7 @@ def unet(mc):
 
 def _fresh_module(unet, **cfg):
     module_mod = sub("module")
-    module = module_mod.build_module(unet, module_mod.ModuleConfig(**cfg), _ops())
+    module = module_mod.build_module(unet, module_mod.ModuleConfig(**cfg), module_operations())
     return randomize(module, seed=71, std=0.1)  # non-zero everywhere, so "unchanged" is meaningful
 
 
@@ -191,7 +180,7 @@ def test_loaded_motion_module_changes_the_video_model(mc, unet, tmp_path):
     """After loading, the motion modules are live in the forward: frames are mixed, unlike the fresh module."""
     loading, video_unet = sub("loading"), sub("video_unet")
     module = sub("module").build_module(unet, sub("module").ModuleConfig(appearnet=False, temporal_convs=False),
-                                        _ops())
+                                        module_operations())
     model = video_unet.VideoUNet(unet, module)
     g = torch.Generator().manual_seed(74)
     x = torch.randn(4, 4, 8, 8, generator=g)
@@ -275,7 +264,7 @@ def test_sd15_layout_maps_all_21_modules(mc):
     temporal transformer of the module, each with the module's own shape."""
     animatediff = sub("animatediff")
     unet = tiny_unet(sub("configs").reference_unet_config(), device="meta")
-    module = sub("module").build_module(unet, sub("module").ModuleConfig(), _ops(), device="meta")
+    module = sub("module").build_module(unet, sub("module").ModuleConfig(), module_operations(), device="meta")
     sd = animatediff_file(SD15_DOWN, SD15_UP, SD15_MID, device="meta")
     converted, has_mid = animatediff.convert_animatediff(sd, module.layout)
     assert has_mid

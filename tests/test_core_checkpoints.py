@@ -12,21 +12,10 @@ import os
 import pytest
 import torch
 
-from pack_import import core, randomize, single_thread_fixture, sub, tiny_unet
-
-
-@pytest.fixture(scope="session")
-def mc(comfy_env):
-    return core()
+from pack_import import module_operations, randomize, single_thread_fixture, sub, tiny_unet
 
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(single_thread_fixture)
-
-
-def _ops():
-    import comfy.ops
-
-    return comfy.ops.manual_cast
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +25,7 @@ def unet(mc):
 
 def _module(unet, seed=61, **cfg):
     module_mod = sub("module")
-    module = module_mod.build_module(unet, module_mod.ModuleConfig(**cfg), _ops())
+    module = module_mod.build_module(unet, module_mod.ModuleConfig(**cfg), module_operations())
     return randomize(module, seed=seed, std=0.1)
 
 
@@ -61,7 +50,7 @@ def test_module_round_trip_bitwise(mc, unet, module, tmp_path):
     assert metadata["microcinema_kind"] == "module"
     assert json.loads(metadata["microcinema_config"]) == module.config.to_dict()
     assert metadata["steps"] == "1200" and metadata["note"] == "test"
-    loaded = checkpoint.module_from_state_dict(unet, sd, _ops(), metadata)
+    loaded = checkpoint.module_from_state_dict(unet, sd, module_operations(), metadata)
     assert loaded.config == module.config
     _assert_same_state(loaded.state_dict(), module.state_dict())
     assert checkpoint.checkpoint_kind(sd) == "module"
@@ -73,7 +62,7 @@ def test_half_precision_save_loads_rounded_values(mc, unet, module, tmp_path):
     checkpoint.save_module(module, path, dtype=torch.float16)
     sd, metadata = checkpoint.read_safetensors(path)
     assert all(v.dtype == torch.float16 for v in sd.values())
-    loaded = checkpoint.module_from_state_dict(unet, sd, _ops(), metadata)
+    loaded = checkpoint.module_from_state_dict(unet, sd, module_operations(), metadata)
     original = module.state_dict()
     for key, tensor in loaded.state_dict().items():
         assert tensor.dtype == torch.float32
@@ -103,17 +92,17 @@ DETECT_CONFIGS = {
 def test_detect_config_from_keys_and_shapes(mc, unet, name):
     checkpoint = sub("checkpoint")
     cfg = DETECT_CONFIGS[name]
-    module = sub("module").build_module(unet, sub("module").ModuleConfig(**cfg), _ops())
+    module = sub("module").build_module(unet, sub("module").ModuleConfig(**cfg), module_operations())
     sd = module.state_dict()
     detected = checkpoint.detect_config(sd)  # no metadata: keys and shapes only
     assert detected == _expected(cfg), (detected, cfg)
-    rebuilt = sub("module").build_module(unet, detected, _ops(), fresh=False)
+    rebuilt = sub("module").build_module(unet, detected, module_operations(), fresh=False)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in sd.items()}
 
 
 def test_detect_config_heads_from_metadata(mc, unet):
     checkpoint = sub("checkpoint")
-    module = sub("module").build_module(unet, sub("module").ModuleConfig(motion_heads=4), _ops())
+    module = sub("module").build_module(unet, sub("module").ModuleConfig(motion_heads=4), module_operations())
     meta = checkpoint.module_metadata(module.config, "module")
     assert checkpoint.detect_config(module.state_dict(), meta).motion_heads == 4
     assert checkpoint.detect_config(module.state_dict(), {"microcinema_config": "{not json"}).motion_heads == 8
@@ -122,7 +111,7 @@ def test_detect_config_heads_from_metadata(mc, unet):
 def _load_error(unet, sd) -> str:
     checkpoint = sub("checkpoint")
     with pytest.raises(checkpoint.MicroCinemaCheckpointError) as info:
-        checkpoint.module_from_state_dict(unet, sd, _ops(), source="bad.safetensors")
+        checkpoint.module_from_state_dict(unet, sd, module_operations(), source="bad.safetensors")
     message = str(info.value)
     assert "bad.safetensors" in message
     return message
@@ -196,7 +185,7 @@ def test_full_checkpoint_save_and_split(mc, unet, module, tmp_path):
     got_sd, got_module = checkpoint.split_full(sd)
     _assert_same_state(got_sd, sd_part)
     _assert_same_state(got_module, module.state_dict())
-    loaded = checkpoint.module_from_state_dict(unet, got_module, _ops(), metadata)
+    loaded = checkpoint.module_from_state_dict(unet, got_module, module_operations(), metadata)
     _assert_same_state(loaded.state_dict(), module.state_dict())
 
 

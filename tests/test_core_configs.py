@@ -1,14 +1,8 @@
 """The UNet configs used by tests and benchmarks build the architectures they name (ComfyUI's own UNetModel)."""
 from __future__ import annotations
 
-import pytest
 
-from pack_import import core, sub, tiny_unet
-
-
-@pytest.fixture(scope="session")
-def mc(comfy_env):
-    return core()
+from pack_import import sub, tiny_unet
 
 
 def _attention_map(unet):

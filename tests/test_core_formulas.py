@@ -12,23 +12,12 @@ import math
 import pytest
 import torch
 
-from pack_import import core, randomize, single_thread_fixture, sub, tiny_unet
+from pack_import import module_operations, randomize, single_thread_fixture, sub, tiny_unet
 
 TOL = 2e-5
 
 
-@pytest.fixture(scope="session")
-def mc(comfy_env):
-    return core()
-
-
 _single_thread = pytest.fixture(scope="module", autouse=True)(single_thread_fixture)
-
-
-def _ops():
-    import comfy.ops
-
-    return comfy.ops.manual_cast
 
 
 def _d(t: torch.Tensor) -> torch.Tensor:
@@ -161,7 +150,7 @@ def ref_temporal_transformer(tt, h, t, heads):
 @pytest.mark.parametrize("channels,frames", [(64, 5), (32, 1)])
 def test_temporal_conv(mc, channels, frames):
     temporal = sub("temporal")
-    layer = randomize(temporal.TemporalConv(channels, _ops()), seed=1, std=0.1)
+    layer = randomize(temporal.TemporalConv(channels, module_operations()), seed=1, std=0.1)
     assert layer.conv.weight.abs().min() > 0, "zero-init conv must be perturbed for this test"
     h = torch.randn(2 * frames, channels, 3, 4, generator=_gen(2))
     with torch.no_grad():
@@ -171,7 +160,7 @@ def test_temporal_conv(mc, channels, frames):
 def test_temporal_conv_spade_modulation(mc):
     temporal = sub("temporal")
     channels, frames = 64, 4
-    layer = randomize(temporal.TemporalConv(channels, _ops()), seed=3, std=0.1)
+    layer = randomize(temporal.TemporalConv(channels, module_operations()), seed=3, std=0.1)
     g = _gen(4)
     h = torch.randn(2 * frames, channels, 3, 3, generator=g)
     gamma = 0.3 * torch.randn(h.shape, generator=g)
@@ -184,7 +173,7 @@ def test_temporal_conv_groups_span_frames(mc):
     """The norm statistics cover all T frames of a video (not one frame): scaling one frame of a video changes
     the normalised values of the other frames of that video."""
     temporal = sub("temporal")
-    layer = randomize(temporal.TemporalConv(32, _ops()), seed=5, std=0.1)
+    layer = randomize(temporal.TemporalConv(32, module_operations()), seed=5, std=0.1)
     h = torch.randn(6, 32, 2, 2, generator=_gen(6))
     h2 = h.clone()
     h2[0] *= 3.0
@@ -202,7 +191,7 @@ def test_sinusoidal_positions_table(mc):
 
 def test_geglu_feed_forward(mc):
     temporal = sub("temporal")
-    ff = randomize(temporal.GEGLUFeedForward(32, 4, _ops()), seed=7, std=0.1)
+    ff = randomize(temporal.GEGLUFeedForward(32, 4, module_operations()), seed=7, std=0.1)
     assert ff.net[0].proj.weight.shape == (256, 32) and ff.net[2].weight.shape == (32, 128)
     x = torch.randn(5, 3, 32, generator=_gen(8))
     with torch.no_grad():
@@ -211,7 +200,7 @@ def test_geglu_feed_forward(mc):
 
 def test_temporal_attention(mc):
     temporal = sub("temporal")
-    attn = randomize(temporal.TemporalAttention(64, 8, _ops()), seed=9, std=0.15)
+    attn = randomize(temporal.TemporalAttention(64, 8, module_operations()), seed=9, std=0.15)
     x = torch.randn(12, 6, 64, generator=_gen(10))
     with torch.no_grad():
         _close(attn(x), ref_attention(_d(x), attn, 8))
@@ -221,7 +210,7 @@ def test_temporal_attention(mc):
 def test_temporal_transformer(mc, layers, blocks, frames):
     temporal = sub("temporal")
     channels, heads = 64, 8
-    tt = randomize(temporal.TemporalTransformer(channels, heads, blocks, 4, layers, operations=_ops()), seed=11,
+    tt = randomize(temporal.TemporalTransformer(channels, heads, blocks, 4, layers, operations=module_operations()), seed=11,
                    std=0.1)
     assert tt.proj_out.weight.abs().min() > 0
     h = torch.randn(2 * frames, channels, 3, 2, generator=_gen(12))
@@ -236,7 +225,7 @@ def video(mc):
     """Tiny VideoUNet, every weight random (temporal convs, SPADE, projectors, AppearNet included)."""
     module_mod, video_unet = sub("module"), sub("video_unet")
     unet = tiny_unet(seed=21)
-    module = module_mod.build_module(unet, module_mod.ModuleConfig(), _ops())
+    module = module_mod.build_module(unet, module_mod.ModuleConfig(), module_operations())
     randomize(module, seed=22, std=0.1)
     return unet, module, video_unet.VideoUNet(unet, module)
 
@@ -312,7 +301,7 @@ def test_appearnet_input_is_latent_plus_zero_conv_of_hint(mc):
     module_mod, video_unet = sub("module"), sub("video_unet")
     unet = tiny_unet(seed=25)
     cfg = module_mod.ModuleConfig(temporal_convs=False, motion_modules=False)
-    module = module_mod.build_module(unet, cfg, _ops())
+    module = module_mod.build_module(unet, cfg, module_operations())
     randomize(module.appearnet.hint_in, seed=26, std=0.1)
     model = video_unet.VideoUNet(unet, module)
     g = _gen(27)

@@ -10,17 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pack_import import core, randomize, single_thread_fixture, sub, tiny_unet
+from pack_import import randomize, single_thread_fixture, sub, tiny_unet
 
 pytestmark = pytest.mark.parity
 
 TOL = 1e-5
 VIDEOS, FRAMES, SIZE = 2, 3, 8
-
-
-@pytest.fixture(scope="session")
-def mc(comfy_env):
-    return core()
 
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(single_thread_fixture)

@@ -9,13 +9,6 @@ import torch
 from harness.graph import Graph
 
 
-@pytest.fixture(scope="module")
-def mc(comfy_env):
-    import importlib
-
-    return importlib.import_module(comfy_env.pack_module + ".microcinema_core")
-
-
 @pytest.mark.training
 def test_synthetic_clips_move_as_captioned(mc, tmp_path):
     synthetic = importlib_sub(mc, "training.synthetic")

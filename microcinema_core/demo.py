@@ -1,67 +1,124 @@
-"""The demo models the example workflows name, built locally (no download).
+"""The demo models the example workflows name, built locally from weights shipped in this repository.
 
     python -m microcinema_core.demo --models-dir .cache/demo_models
 
 writes, under ComfyUI's model-folder names:
-    checkpoints/microcinema_demo_sd15.safetensors     stage 1 (and the SD base of stage 2)
+    checkpoints/microcinema_demo_sd15.safetensors     stage 1 (text -> keyframe) and the SD base of stage 2
     microcinema/microcinema_demo_module.safetensors   stage 2: MicroCinema temporal layers + AppearNet
 
-Until a trained demo model ships, these are the tiny SD1.5-shaped models of ``tiny_models`` with random
-weights and an untrained (identity) MicroCinema module: the graph runs end to end, the pictures are noise.
+The UNet and the module were trained by ``microcinema_core.demo_training`` on the synthetic shapes videos
+(captions such as "a red circle moving left"), as a narrow twin that ``narrow.widen`` turns into the SD1.5
+shapes ComfyUI recognises (exactly: see narrow.py). The files in ``weights/`` hold the narrow weights (a few MB).
+The text encoder is a CLIP-L with fixed pseudo-random weights (deterministic per key: it only has to tell the
+captions apart) and the VAE is the exact pooling autoencoder of ``demo_vae``. Nothing is downloaded.
+
+Without the shipped weights (``--untrained``) the same files are built with an untrained twin: the graph runs,
+the pictures are noise.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger("microcinema.demo")
 
 DEMO_CHECKPOINT = "microcinema_demo_sd15.safetensors"
 DEMO_MODULE = "microcinema_demo_module.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+NARROW_UNET = WEIGHTS_DIR / "demo_unet_narrow.safetensors"
+NARROW_MODULE = WEIGHTS_DIR / "demo_module_narrow.safetensors"
+CLIP_SEED = 1
+DEMO_PROMPT = "a red circle moving left"
 
 
-def ensure_demo_models(models_dir: Path, seed: int = 0) -> dict[str, Path]:
-    from . import checkpoint, tiny_models
-    from .module import ModuleConfig, build_module
+def demo_module_config():
+    from .module import ModuleConfig
+
+    return ModuleConfig()
+
+
+def base_state_dict(unet_sd_wide: dict[str, torch.Tensor], dtype=torch.float16) -> dict[str, torch.Tensor]:
+    """An SD1.x checkpoint: the given (wide) UNet, the demo CLIP-L and the demo VAE."""
+    from . import demo_vae, tiny_models
+
+    sd = {"model.diffusion_model." + k: v.to(dtype).contiguous() for k, v in unet_sd_wide.items()}
+    sd.update(tiny_models.random_state_dict(tiny_models.clip_l_shapes(), CLIP_SEED, "cond_stage_model.transformer.",
+                                            dtype))
+    sd.update({k: v.to(dtype) for k, v in demo_vae.taesd_state_dict().items()})
+    return sd
+
+
+def wide_unet_shapes() -> dict[str, tuple[int, ...]]:
+    from . import tiny_models
+
+    return {k: shape for k, (shape, _) in tiny_models.unet_shapes(tiny_models.TINY_SD15_UNET).items()}
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes() if path.is_file() else b"untrained")
+    return digest.hexdigest()[:16]
+
+
+def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, Path]:
+    from . import checkpoint, narrow, tiny_models
+    from .module import build_module
     from .patching import MODULE_OPERATIONS
-
-    import torch
 
     ckpt_path = models_dir / "checkpoints" / DEMO_CHECKPOINT
     module_path = models_dir / "microcinema" / DEMO_MODULE
-    if ckpt_path.is_file() and module_path.is_file():
+    trained = not untrained and NARROW_UNET.is_file() and NARROW_MODULE.is_file()
+    stamp = models_dir / ".microcinema_demo_stamp"
+    fingerprint = _fingerprint(NARROW_UNET, NARROW_MODULE) if trained else "untrained"
+    if ckpt_path.is_file() and module_path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
         return {"checkpoint": ckpt_path, "module": module_path}
     for path in (ckpt_path, module_path):
         path.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the demo models in %s (once)", models_dir)
-    sd = tiny_models.sd15_checkpoint_state_dict(seed=seed)
-    checkpoint.write_safetensors_atomic(sd, str(ckpt_path), {"generator": "ComfyUI-MicroCinema demo"})
+    cfg = demo_module_config()
+    if trained:
+        unet_narrow, _ = checkpoint.read_safetensors(str(NARROW_UNET))
+        module_narrow, meta = checkpoint.read_safetensors(str(NARROW_MODULE))
+        cfg = checkpoint.detect_config(module_narrow, meta)
+        log.info("building the trained demo models in %s", models_dir)
+    else:
+        log.warning("building UNTRAINED demo models in %s (their videos are noise)", models_dir)
+        unet = narrow.build_narrow_unet(tiny_models.TINY_SD15_UNET)
+        unet_narrow = unet.state_dict()
+        module_narrow = narrow.build_narrow_module(unet, cfg).state_dict()
+    unet_wide = narrow.widen(unet_narrow, wide_unet_shapes())
+    module_wide = narrow.widen(module_narrow, narrow.wide_module_shapes(tiny_models.TINY_SD15_UNET, cfg))
+    checkpoint.write_safetensors_atomic(base_state_dict(unet_wide), str(ckpt_path),
+                                        {"generator": "ComfyUI-MicroCinema demo", "trained": str(trained)})
 
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet = UNetModel(**tiny_models.TINY_SD15_UNET, operations=comfy.ops.disable_weight_init)
-    prefix = "model.diffusion_model."
-    unet.load_state_dict({k[len(prefix):]: v.float() for k, v in sd.items() if k.startswith(prefix)})
-    with torch.no_grad():
-        module = build_module(unet, ModuleConfig(), MODULE_OPERATIONS)
+    with torch.device("meta"):
+        unet_meta = UNetModel(**tiny_models.TINY_SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init)
+    module = build_module(unet_meta, cfg, MODULE_OPERATIONS, dtype=torch.float32, device="cpu", fresh=False)
+    checkpoint.load_module_state(module, module_wide, "demo module")
     checkpoint.save_module(module, str(module_path), dtype=torch.float16,
-                           extra_metadata={"note": "untrained demo module"})
+                           extra_metadata={"note": "trained demo module" if trained else "untrained demo module"})
+    stamp.write_text(fingerprint)
     return {"checkpoint": ckpt_path, "module": module_path}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, required=True, help="folder that gets checkpoints/ and microcinema/")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--untrained", action="store_true", help="build the untrained twin instead (noise videos)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .comfy_env import ensure_comfy
 
     ensure_comfy()
-    for kind, path in ensure_demo_models(args.models_dir, args.seed).items():
+    for kind, path in ensure_demo_models(args.models_dir, args.untrained).items():
         log.info("%s: %s (%.1f MB)", kind, path, os.path.getsize(path) / 1e6)
     return 0
 

@@ -78,9 +78,16 @@ class TemporalAttention(nn.Module):
         self.to_k = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_v = operations.Linear(channels, channels, bias=False, dtype=dtype, device=device)
         self.to_out = nn.ModuleList([operations.Linear(channels, channels, dtype=dtype, device=device), nn.Dropout(0.0)])
+        # A narrow training twin (see narrow.py) adds the wide model's positions at the channels it keeps:
+        # (wide channel count, indices of the kept channels). None: positions for this layer's own width.
+        self.position_channels: tuple[int, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [(b h w), t, c]
-        x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        if self.position_channels is None:
+            x = x + sinusoidal_positions(x.shape[1], x.shape[2], device=x.device, dtype=x.dtype)
+        else:
+            width, kept = self.position_channels
+            x = x + sinusoidal_positions(x.shape[1], width, device=x.device, dtype=x.dtype)[..., kept.to(x.device)]
         # Sequences are only T frames long: ComfyUI's small-input choice (SDPA, or the basic kernel where SDPA is
         # off) beats the chunked kernels it picks for long image sequences (sub-quadratic on CPU).
         attention = optimized_attention_for_device(x.device, small_input=True)

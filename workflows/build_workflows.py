@@ -48,6 +48,7 @@ DEMO_UPSCALER = "microcinema_demo_x2.safetensors"  # models/upscale_models
 # Shipped sizes: small enough for the untrained demo model on a CPU in seconds. Raise them for real models
 # (256x256 or 512x512, 16 frames, 20-30 steps).
 WIDTH, HEIGHT, LENGTH, STEPS, FPS = 64, 64, 8, 4, 8.0
+LONG_LENGTH = 32  # the long-video workflow: 4x the trained clip length
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIRTUAL_NODES = {"Note", "MarkdownNote"}  # front-end only: in the UI form, never in the API form
@@ -141,7 +142,8 @@ def stage1_text_to_image() -> list[Node]:
 def stage2(col: int, keyframe: tuple[int, int], *, i2v_id: int = 13, position: str = "center",
            positive_override: tuple[int, int] | None = None, negative_override: tuple[int, int] | None = None,
            with_text: bool = True, sampler_id: int = 14, decode_id: int = 15, seed: int = 7,
-           i2v_title: str | None = None) -> list[Node]:
+           i2v_title: str | None = None, length: int | None = None,
+           sampler_model: tuple[int, int] | None = None) -> list[Node]:
     """Apply Module + motion prompts + MicroCinema Image To Video + KSampler + VAE Decode (frames)."""
     nodes = []
     if with_text:
@@ -155,13 +157,13 @@ def stage2(col: int, keyframe: tuple[int, int], *, i2v_id: int = 13, position: s
         ]
     nodes += [
         Node(i2v_id, "MicroCinemaImageToVideo", col + 1,
-             {"width": WIDTH, "height": HEIGHT, "length": LENGTH, "keyframe_position": position, "keyframe_index": 0,
+             {"width": WIDTH, "height": HEIGHT, "length": length or LENGTH, "keyframe_position": position, "keyframe_index": 0,
               "appearance_strength": 1.0, "noise_prior_gamma": 0.02, "crop": "center", "frame_rate": FPS,
               "resize_method": "bilinear"},
              {"positive": L(11), "negative": L(12), "vae": L(1, 2), "image": keyframe}, title=i2v_title),
         Node(sampler_id, "KSampler", col + 2, {"seed": seed, "steps": STEPS, "cfg": 7.5, "sampler_name": "euler",
                                                "scheduler": "normal", "denoise": 1.0},
-             {"model": L(10), "positive": positive_override or L(i2v_id, 0),
+             {"model": sampler_model or L(10), "positive": positive_override or L(i2v_id, 0),
               "negative": negative_override or L(i2v_id, 1), "latent_image": L(i2v_id, 2)},
              title="KSampler (video)"),
         Node(decode_id, "VAEDecode", col + 2, {}, {"samples": L(sampler_id), "vae": L(1, 2)}, title="VAE Decode (frames)"),
@@ -293,9 +295,32 @@ def keyframe_first_last() -> Workflow:
         ["text", "keyframe", "MicroCinema", "first / last"])
 
 
+def long_video() -> Workflow:
+    nodes = stage1_text_to_image()
+    nodes += stage2(3, L(6), length=LONG_LENGTH, sampler_model=L(40), i2v_title=f"Image To Video ({LONG_LENGTH} frames)")
+    nodes += [Node(40, "MicroCinemaContextWindows", 4,
+                   {"context_length": LENGTH, "context_overlap": LENGTH // 4, "context_schedule": "static_standard",
+                    "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid", "keep_keyframe": True},
+                   {"model": L(10)}, title="Context Windows (long video)")]
+    nodes += savers(6, L(15), L(13, 3), "long_video")
+    return Workflow(
+        "long_video", "MicroCinema: long video (context windows)",
+        f"## MicroCinema: a long video in sliding context windows\nThe video ({LONG_LENGTH} frames here) is longer "
+        f"than the clips the model was trained on ({LENGTH}). MicroCinema Context Windows makes the model denoise "
+        "overlapping windows of `context_length` frames and blend them (`fuse_method`), with the keyframe frame "
+        "in every window (`keep_keyframe`) so the appearance reaches all of them. Memory then grows with the window, "
+        "not with the video. Schedules: static (fixed windows), uniform (shifting every step, optionally with "
+        "strides and a closed loop).\n\n" + MODELS_NOTE + SIZES_NOTE,
+        nodes,
+        [Group("Stage 1: keyframe from text", (0, 1, 2)),
+         Group("Stage 2: MicroCinema in context windows", (3, 4, 5), "#8a5aa8"),
+         Group("Save", (6,), "#3f8a5a")],
+        ["text", "keyframe", "context windows", "MicroCinema", f"{LONG_LENGTH} frames"])
+
+
 # Order matters only for speed: run one after another in one ComfyUI, each reuses the cached nodes it shares
 # with the one before (same stage 1, same stage 2).
-WORKFLOWS = [text_to_video, upscaled_video, controlnet_per_frame, keyframe_first_last, image_to_video]
+WORKFLOWS = [text_to_video, upscaled_video, controlnet_per_frame, keyframe_first_last, image_to_video, long_video]
 
 
 # -- building ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ BUILD_TIMEOUT = 900
 def _source_hash() -> str:
     digest = hashlib.sha256()
     sources = sorted((REPO_ROOT / "microcinema_core").rglob("*.py"))
+    sources += sorted((REPO_ROOT / "microcinema_core" / "weights").glob("*.safetensors"))  # the trained demo
     sources += [Path(__file__), Path(__file__).with_name("extra_models.py"), Path(__file__).with_name("tiny_models.py")]
     for path in sources:
         digest.update(str(path.relative_to(REPO_ROOT)).encode())

@@ -99,9 +99,9 @@ def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, P
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    with torch.device("meta"):
-        unet_meta = UNetModel(**tiny_models.TINY_SD15_UNET, device="meta", operations=comfy.ops.disable_weight_init)
-    module = build_module(unet_meta, cfg, MODULE_OPERATIONS, dtype=torch.float32, device="cpu", fresh=False)
+    # uninitialised (disable_weight_init): only the module's shapes and key names are needed from it
+    unet = UNetModel(**tiny_models.TINY_SD15_UNET, operations=comfy.ops.disable_weight_init)
+    module = build_module(unet, cfg, MODULE_OPERATIONS, dtype=torch.float32, fresh=False)
     checkpoint.load_module_state(module, module_wide, "demo module")
     checkpoint.save_module(module, str(module_path), dtype=torch.float16,
                            extra_metadata={"note": "trained demo module" if trained else "untrained demo module"})

@@ -103,6 +103,26 @@ def test_demo_vae_is_exact_pooling_in_comfyui(mc):
     assert (vae.decode(latents) - expected).abs().max() < 0.01
 
 
+def test_metrics_against_independent_computations():
+    """The centroid finds the renderer's known centre; the Frechet distance matches scipy's matrix square root."""
+    synthetic, metrics = sub("training.synthetic"), sub("training.video_metrics")
+    spec = synthetic.ClipSpec("square", "red", "right", (0.4, 0.55), 0.03, 0.15, (30, 30, 40), 0)
+    frame = synthetic.render_frame(spec, 0, 64).astype(np.float32) / 255.0
+    x, y = metrics.object_centroid(frame, synthetic.COLOURS["red"])
+    assert abs(x - 0.4 * 64) < 0.6 and abs(y - 0.55 * 64) < 0.6
+    clip = np.stack([synthetic.render_frame(spec, t, 64) for t in range(8)]).astype(np.float32) / 255.0
+    along, across = metrics.displacement(clip, synthetic.COLOURS["red"], (1, 0))
+    assert along == pytest.approx(7 * 0.03 * 64, abs=1.0) and across < 0.5
+    assert metrics.keyframe_ssim(frame, frame) == pytest.approx(1.0, abs=1e-4)
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 4)), rng.normal(1.0, 2.0, size=(30, 4)) @ rng.normal(size=(4, 4))
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    cross = np.real(scipy_linalg.sqrtm(s_a @ s_b))
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s_a + s_b - 2 * cross)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
 # -- behaviour of the trained demo ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def demo(comfy_dirs) -> dict[str, str]:
@@ -158,25 +178,6 @@ def _video_graph(prompt: str, image_name: str, seed: int, position: str = "cente
     return g, frames
 
 
-def object_centroid(frame: np.ndarray, colour: tuple[int, int, int]) -> tuple[float, float] | None:
-    """Centroid (x, y) in pixels of the pixels near the object's colour, weighted by closeness."""
-    target = np.asarray(colour, np.float32) / 255.0
-    distance = np.linalg.norm(frame - target, axis=-1)
-    weight = np.clip(1.0 - distance / 0.35, 0.0, None)
-    if weight.sum() < 1e-3:
-        return None
-    ys, xs = np.mgrid[0:frame.shape[0], 0:frame.shape[1]] + 0.5
-    return float((xs * weight).sum() / weight.sum()), float((ys * weight).sum() / weight.sum())
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    import kornia
-
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float()
-    return float(kornia.metrics.ssim(ta, tb, window_size=7).mean())
-
-
 @pytest.fixture(scope="module")
 def demo_videos(demo, run_graph, comfy_dirs) -> dict[str, tuple[np.ndarray, list[np.ndarray], list]]:
     """direction -> (frames [PER_DIRECTION * LENGTH, H, W, 3], keyframes, specs): one graph per direction."""
@@ -196,23 +197,17 @@ def demo_videos(demo, run_graph, comfy_dirs) -> dict[str, tuple[np.ndarray, list
 
 @pytest.mark.training
 def test_motion_follows_the_prompt(demo_videos):
-    dirs = sub("training.synthetic").DIRECTIONS
-    colours = sub("training.synthetic").COLOURS
+    synthetic, metrics = sub("training.synthetic"), sub("training.video_metrics")
     good, report = 0, []
     for direction, (video, _, _) in demo_videos.items():
-        dx, dy = dirs[direction]
-        colour = colours[CASES[direction][0]]
+        colour = synthetic.COLOURS[CASES[direction][0]]
         for i in range(PER_DIRECTION):
             clip = video[i * LENGTH:(i + 1) * LENGTH]
-            first, last = object_centroid(clip[0], colour), object_centroid(clip[-1], colour)
-            if first is None or last is None:
-                report.append(f"{direction}#{i}: object lost")
-                continue
-            along = (last[0] - first[0]) * dx + (last[1] - first[1]) * dy
-            across = abs((last[0] - first[0]) * dy) + abs((last[1] - first[1]) * dx)
-            ok = along > 1.0 and along > across
+            moved = metrics.displacement(clip, colour, synthetic.DIRECTIONS[direction])
+            ok = metrics.moves_as_prompted(clip, colour, synthetic.DIRECTIONS[direction])
             good += ok
-            report.append(f"{direction}#{i}: along {along:+.1f}px across {across:.1f}px {'ok' if ok else 'WRONG'}")
+            report.append(f"{direction}#{i}: " + ("object lost" if moved is None else
+                          f"along {moved[0]:+.1f}px across {moved[1]:.1f}px {'ok' if ok else 'WRONG'}"))
     print("\n".join(report))
     assert good >= 16, f"motion follows the prompt in {good}/20 samples:\n" + "\n".join(report)
 
@@ -222,7 +217,7 @@ def test_keyframe_is_kept(demo_videos):
     scores = []
     for video, keyframes, _ in demo_videos.values():
         for i, keyframe in enumerate(keyframes):
-            scores.append(ssim(video[i * LENGTH + LENGTH // 2], keyframe))
+            scores.append(sub("training.video_metrics").keyframe_ssim(video[i * LENGTH + LENGTH // 2], keyframe))
     print("keyframe SSIM:", " ".join(f"{s:.3f}" for s in scores))
     assert min(scores) >= 0.8, scores
 

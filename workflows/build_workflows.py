@@ -117,10 +117,13 @@ def L(node_id: int, index: int = 0) -> tuple[int, int]:
 
 
 # Shared pieces ----------------------------------------------------------------------------------------------
-KEYFRAME_PROMPT = "a red sailing boat on a calm blue lake at sunset, mountains, photo"
-KEYFRAME_NEGATIVE = "blurry, low quality, watermark, text"
-MOTION_PROMPT = "the boat drifts slowly to the right, gentle waves, soft light"
-MOTION_NEGATIVE = "static, flicker, distorted, blurry"
+# The demo model knows the captions of its synthetic training videos ("a <colour> <shape> moving <direction>") and
+# was trained with "" as the unconditional text; with a real model write real prompts and negatives.
+KEYFRAME_PROMPT = "a red circle moving left"
+KEYFRAME_NEGATIVE = ""
+MOTION_PROMPT = "a red circle moving left"
+MOTION_NEGATIVE = ""
+IMAGE_MOTION_PROMPT = "a yellow triangle moving up"  # matches the example keyframe picture
 
 
 def stage1_text_to_image() -> list[Node]:
@@ -143,14 +146,14 @@ def stage2(col: int, keyframe: tuple[int, int], *, i2v_id: int = 13, position: s
            positive_override: tuple[int, int] | None = None, negative_override: tuple[int, int] | None = None,
            with_text: bool = True, sampler_id: int = 14, decode_id: int = 15, seed: int = 7,
            i2v_title: str | None = None, length: int | None = None,
-           sampler_model: tuple[int, int] | None = None) -> list[Node]:
+           sampler_model: tuple[int, int] | None = None, motion_prompt: str = MOTION_PROMPT) -> list[Node]:
     """Apply Module + motion prompts + MicroCinema Image To Video + KSampler + VAE Decode (frames)."""
     nodes = []
     if with_text:
         nodes += [
             Node(10, "MicroCinemaApplyModule", col, {"module_name": DEMO_MODULE, "motion_module": "none"},
                  {"model": L(1, 0)}),
-            Node(11, "CLIPTextEncode", col, {"text": MOTION_PROMPT}, {"clip": L(1, 1)}, title="Motion prompt",
+            Node(11, "CLIPTextEncode", col, {"text": motion_prompt}, {"clip": L(1, 1)}, title="Motion prompt",
                  extra_height=90, width=400),
             Node(12, "CLIPTextEncode", col, {"text": MOTION_NEGATIVE}, {"clip": L(1, 1)},
                  title="Motion negative prompt", extra_height=60, width=400),
@@ -184,6 +187,9 @@ def savers(col: int, frames: tuple[int, int], fps: tuple[int, int], prefix: str,
 
 
 MODELS_NOTE = (
+    "**Prompts**: the demo model was trained on synthetic videos captioned \"a <colour> <shape> moving "
+    "<direction>\" (red/green/blue/yellow/white; circle/square/triangle; left/right/up/down) with an empty "
+    "negative. With a real model, write real prompts.\n\n"
     "**Models** (demo names; pick your own in the loaders):\n"
     f"- `models/checkpoints/{DEMO_CHECKPOINT}`: any SD1.5 checkpoint (stage 1 and the base of stage 2)\n"
     f"- `models/microcinema/{DEMO_MODULE}`: a MicroCinema module\n"
@@ -212,7 +218,7 @@ def text_to_video() -> Workflow:
 def image_to_video() -> Workflow:
     nodes = [Node(1, "CheckpointLoaderSimple", 0, {"ckpt_name": DEMO_CHECKPOINT}),
              Node(2, "LoadImage", 0, {"image": EXAMPLE_KEYFRAME}, title="Keyframe image", extra_height=240)]
-    nodes += stage2(1, L(2)) + savers(4, L(15), L(13, 3), "image_to_video")
+    nodes += stage2(1, L(2), motion_prompt=IMAGE_MOTION_PROMPT) + savers(4, L(15), L(13, 3), "image_to_video")
     return Workflow(
         "image_to_video", "MicroCinema: image -> video",
         "## MicroCinema: image -> video\nAnimates a picture you load (any size: it is resized and centre-cropped "
@@ -614,30 +620,18 @@ def render_thumbnail(wf: Workflow, frames: list | None = None):
 
 
 def render_example_keyframe():
-    """The example input picture (320x240: not the video size, so resizing and cropping show): a red sailing
-    boat on a lake at sunset, drawn with plain shapes."""
-    from PIL import Image, ImageDraw, ImageFilter
+    """The example input picture (320x240: not the video size, so resizing and cropping show): a yellow triangle
+    on a striped teal background, drawn like the demo model's training data."""
+    from PIL import Image
 
-    w, h = 320, 240
-    image = Image.new("RGB", (w, h))
-    draw = ImageDraw.Draw(image)
-    horizon = 150
-    for y in range(horizon):  # sky: deep blue -> orange
-        t = y / horizon
-        draw.line([(0, y), (w, y)], fill=(int(40 + 215 * t), int(60 + 110 * t), int(140 - 60 * t)))
-    draw.ellipse([200, 100, 250, 150], fill=(255, 214, 120))  # sun
-    draw.polygon([(0, horizon), (60, 95), (120, 140), (170, 105), (230, horizon)], fill=(70, 60, 90))  # hills
-    for y in range(horizon, h):  # water
-        t = (y - horizon) / (h - horizon)
-        draw.line([(0, y), (w, y)], fill=(int(60 - 30 * t), int(90 - 30 * t), int(150 - 40 * t)))
-    for i in range(12):  # sun glitter
-        y = horizon + 6 + i * 7
-        draw.line([(215 - i * 2, y), (235 + i * 2, y)], fill=(230, 170, 110), width=2)
-    draw.polygon([(90, 196), (170, 196), (155, 212), (104, 212)], fill=(190, 30, 35))  # hull
-    draw.line([(128, 196), (128, 120)], fill=(60, 40, 30), width=3)  # mast
-    draw.polygon([(131, 124), (131, 192), (168, 192)], fill=(245, 240, 230))  # sail
-    draw.polygon([(125, 132), (125, 192), (98, 192)], fill=(225, 220, 210))
-    return image.filter(ImageFilter.SMOOTH)
+    sys.path.insert(0, str(REPO))
+    from microcinema_core.training import synthetic  # numpy + PIL only
+
+    spec = synthetic.ClipSpec("triangle", "yellow", "up", (0.5, 0.55), 0.03, 0.16, (20, 70, 70), 5)
+    square = Image.fromarray(synthetic.render_frame(spec, 0, 240))
+    canvas = Image.new("RGB", (320, 240), synthetic.BACKGROUNDS[2])
+    canvas.paste(square, (40, 0))
+    return canvas
 
 
 def main(argv: list[str] | None = None) -> int:

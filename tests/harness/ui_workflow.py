@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# COMFY_DYNAMICCOMBO_V3: newer ComfyUI's combo whose options carry sub-inputs (SaveVideo's format): one widget.
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMBO_V3"}
 FRONT_END_ONLY = {"Note", "MarkdownNote"}
 
 
@@ -72,6 +73,8 @@ def ui_to_api(workflow: dict, object_info: dict, *, with_meta: bool = True) -> d
 
         for name, section, kind, opts in input_specs(info):
             widget = is_widget(kind, opts)
+            if widget and section == "optional" and cursor >= len(values) and name not in node_links:
+                continue  # an optional widget newer than the file: the front end and the executor use its default
             value = take(name) if widget else None
             if widget and opts.get("control_after_generate"):
                 control = take(f"{name}'s control_after_generate value")

@@ -1,0 +1,115 @@
+"""Seams of context windows: frame-to-frame change at window borders vs inside windows (issue 8).
+
+    .venv/bin/python benchmarks/bench_seams.py                      # 32 frames, windows of 8 (overlap 2)
+    .venv/bin/python benchmarks/bench_seams.py --frames 64 --clips 4
+
+The trained demo model (its narrow twin, exactly the shipped model's arithmetic) animates held-out keyframes of the
+synthetic shapes data into long videos through ComfyUI's KSampler code, once per fuse method with the static
+window schedule and once without windows. For every pair of neighbouring frames (t, t+1) the mean absolute pixel
+change is taken; a pair is a *border* pair when some window starts or ends between t and t+1, otherwise an
+*inside* pair (pairs touching the keyframe, which every window holds, are left out of both). A seam shows as
+border change > inside change: the ratio border/inside is printed per method (1.0: no visible seam). The same
+pairs are scored on the no-window video, as the baseline ratio of the motion itself.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZE = 64
+
+
+def border_pairs(windows: list[list[int]], frames: int, keyframe: int) -> tuple[list[int], list[int]]:
+    cuts = set()
+    for window in windows:
+        plain = [f for f in window if f != keyframe] or window
+        cuts.add(min(plain) - 1)  # a window starts between (start-1, start)
+        cuts.add(max(plain))      # ...and ends between (end, end+1)
+    border, inside = [], []
+    for t in range(frames - 1):
+        if keyframe in (t, t + 1):
+            continue
+        (border if t in cuts else inside).append(t)
+    return border, inside
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--clips", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--gamma", type=float, default=0.02)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--run-dir", type=Path, default=HERE.parent / ".cache" / "bench_seams")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pack_import import sub  # noqa: E402
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    demo, narrow, checkpoint, synthetic = sub("demo"), sub("narrow"), sub("checkpoint"), sub("training.synthetic")
+    cw, conditioning, noise_prior = sub("context_windows"), sub("conditioning"), sub("noise_prior")
+    video_unet = sub("video_unet")
+    import comfy.sd
+    import nodes
+
+    files = demo.ensure_demo_models(args.run_dir / "models")
+    model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(str(files["checkpoint"]), output_vae=True,
+                                                                 output_clip=True)
+    unet = narrow.build_narrow_unet(sub("tiny_models").TINY_SD15_UNET)
+    unet.load_state_dict({k: v.float() for k, v in checkpoint.read_safetensors(str(demo.NARROW_UNET))[0].items()})
+    module_sd, meta = checkpoint.read_safetensors(str(demo.NARROW_MODULE))
+    module = narrow.build_narrow_module(unet, checkpoint.detect_config(module_sd, meta))
+    module.load_state_dict({k: v.float() for k, v in module_sd.items()})
+    base = model.clone()
+    base.add_object_patch("diffusion_model", video_unet.VideoUNet(unet, module).eval())
+
+    keyframe_index = args.frames // 2
+    rng = random.Random(30_001)
+    specs = [synthetic.random_spec(rng, 8) for _ in range(args.clips)]
+    methods = list(cw.FUSE_METHODS)
+    settings = {m: cw.ContextSettings(args.window, args.overlap, "static_standard", 1, False, m, True) for m in methods}
+    windows = cw.window_indices(args.frames, settings["pyramid"])
+    border, inside = border_pairs(windows, args.frames, keyframe_index)
+    diffs: dict[str, list[np.ndarray]] = {m: [] for m in ["no windows"] + methods}
+    t0 = time.time()
+    for n, spec in enumerate(specs):
+        centre = synthetic.ClipSpec(**{**spec.__dict__})
+        frame = synthetic.render_frame(centre, 4, SIZE).astype(np.float32) / 255.0
+        raw = vae.encode(torch.from_numpy(frame)[None])
+        conds = conditioning.appearance_model_conds(raw, args.frames, keyframe_index, 1.0)
+        latent = noise_prior.ksampler_prior_latent(raw, args.frames, args.gamma, noise_prior.sd_sigma_max())
+        positive = conditioning.attach(nodes.CLIPTextEncode().encode(clip, spec.caption)[0], conds)
+        negative = conditioning.attach(nodes.CLIPTextEncode().encode(clip, "")[0], conds)
+        for method in diffs:
+            patched = base.clone()
+            if method != "no windows":
+                patched.model_options.setdefault("transformer_options", {})[video_unet.CONTEXT_OPTION] = settings[method]
+            samples = nodes.common_ksampler(patched, 500 + n, args.steps, args.cfg, "euler", "normal", positive,
+                                            negative, {"samples": latent})[0]["samples"]
+            video = vae.decode(samples).detach().numpy()
+            diffs[method].append(np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3)))
+    print(f"Seams: {args.frames} frames, windows of {args.window} (overlap {args.overlap}, static schedule, keyframe "
+          f"{keyframe_index} in every window), {args.clips} held-out clips, {args.steps} euler steps, cfg {args.cfg}; "
+          f"{len(border)} border pairs, {len(inside)} inside pairs; {time.time() - t0:.0f} s")
+    print("| fuse method | change at borders | change inside | border / inside |")
+    print("|---|---|---|---|")
+    for method, rows in diffs.items():
+        d = np.stack(rows)
+        b, i = d[:, border].mean(), d[:, inside].mean()
+        print(f"| {method} | {b:.4f} | {i:.4f} | {b / i:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

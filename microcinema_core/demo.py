@@ -59,10 +59,17 @@ def wide_unet_shapes() -> dict[str, tuple[int, ...]]:
     return {k: shape for k, (shape, _) in tiny_models.unet_shapes(tiny_models.TINY_SD15_UNET).items()}
 
 
+# The sources that decide the bytes of the built files: a change to any of them rebuilds the demo files.
+_BUILDERS = ("demo.py", "demo_vae.py", "narrow.py", "tiny_models.py", "module.py", "temporal.py", "checkpoint.py")
+
+
 def _fingerprint(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.read_bytes() if path.is_file() else b"untrained")
+    here = Path(__file__).resolve().parent
+    for name in _BUILDERS:
+        digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -75,7 +82,7 @@ def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, P
     module_path = models_dir / "microcinema" / DEMO_MODULE
     trained = not untrained and NARROW_UNET.is_file() and NARROW_MODULE.is_file()
     stamp = models_dir / ".microcinema_demo_stamp"
-    fingerprint = _fingerprint(NARROW_UNET, NARROW_MODULE) if trained else "untrained"
+    fingerprint = _fingerprint(NARROW_UNET, NARROW_MODULE) if trained else "untrained-" + _fingerprint()
     if ckpt_path.is_file() and module_path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
         return {"checkpoint": ckpt_path, "module": module_path}
     for path in (ckpt_path, module_path):

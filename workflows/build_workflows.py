@@ -45,9 +45,10 @@ DEMO_MODULE = "microcinema_demo_module.safetensors"  # models/microcinema
 DEMO_CONTROLNET = "microcinema_demo_controlnet.safetensors"  # models/controlnet
 DEMO_UPSCALER = "microcinema_demo_x2.safetensors"  # models/upscale_models
 
-# Shipped sizes: small enough for the untrained demo model on a CPU in seconds. Raise them for real models
+# Shipped sizes: the demo model's (64x64, 8-frame clips), seconds on a CPU. Raise them for real models
 # (256x256 or 512x512, 16 frames, 20-30 steps).
-WIDTH, HEIGHT, LENGTH, STEPS, FPS = 64, 64, 8, 4, 8.0
+WIDTH, HEIGHT, LENGTH, STEPS, FPS = 64, 64, 8, 12, 8.0
+CFG = 5.0  # what the demo model likes; 6-8 is usual for real SD1.5 models
 LONG_LENGTH = 32  # the long-video workflow: 4x the trained clip length
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -134,7 +135,7 @@ def stage1_text_to_image() -> list[Node]:
         Node(3, "CLIPTextEncode", 1, {"text": KEYFRAME_NEGATIVE}, {"clip": L(1, 1)}, title="Keyframe negative prompt",
              extra_height=60, width=400),
         Node(4, "EmptyLatentImage", 1, {"width": WIDTH, "height": HEIGHT, "batch_size": 1}, width=400),
-        Node(5, "KSampler", 2, {"seed": 42, "steps": STEPS, "cfg": 7.0, "sampler_name": "euler",
+        Node(5, "KSampler", 2, {"seed": 42, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
                                 "scheduler": "normal", "denoise": 1.0},
              {"model": L(1, 0), "positive": L(2), "negative": L(3), "latent_image": L(4)}, title="KSampler (keyframe)"),
         Node(6, "VAEDecode", 2, {}, {"samples": L(5), "vae": L(1, 2)}),
@@ -164,7 +165,7 @@ def stage2(col: int, keyframe: tuple[int, int], *, i2v_id: int = 13, position: s
               "appearance_strength": 1.0, "noise_prior_gamma": 0.02, "crop": "center", "frame_rate": FPS,
               "resize_method": "bilinear"},
              {"positive": L(11), "negative": L(12), "vae": L(1, 2), "image": keyframe}, title=i2v_title),
-        Node(sampler_id, "KSampler", col + 2, {"seed": seed, "steps": STEPS, "cfg": 7.5, "sampler_name": "euler",
+        Node(sampler_id, "KSampler", col + 2, {"seed": seed, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
                                                "scheduler": "normal", "denoise": 1.0},
              {"model": sampler_model or L(10), "positive": positive_override or L(i2v_id, 0),
               "negative": negative_override or L(i2v_id, 1), "latent_image": L(i2v_id, 2)},

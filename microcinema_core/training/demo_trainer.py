@@ -183,9 +183,12 @@ class DemoTrainer:
         log_file.close()
 
 
-def publish(out: Path) -> None:
-    from ..demo import NARROW_MODULE, NARROW_UNET
+def publish(out: Path, weights_dir: Path | None = None) -> None:
+    """fp16 copies of a run's weights where ``demo.py`` builds the demo files from (the repository's by default)."""
+    from .. import demo
 
+    weights_dir = weights_dir or demo.WEIGHTS_DIR
+    NARROW_UNET, NARROW_MODULE = weights_dir / demo.NARROW_UNET.name, weights_dir / demo.NARROW_MODULE.name
     NARROW_UNET.parent.mkdir(parents=True, exist_ok=True)
     sd, meta = checkpoint.read_safetensors(str(out / "unet.safetensors"))
     checkpoint.write_safetensors_atomic({k: v.half() for k, v in sd.items()}, str(NARROW_UNET), meta)

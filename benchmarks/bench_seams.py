@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    demo, narrow, checkpoint, synthetic = sub("demo"), sub("narrow"), sub("checkpoint"), sub("training.synthetic")
+    demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
     cw, conditioning, noise_prior = sub("context_windows"), sub("conditioning"), sub("noise_prior")
     video_unet = sub("video_unet")
     import comfy.sd
@@ -66,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     files = demo.ensure_demo_models(args.run_dir / "models")
     model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(str(files["checkpoint"]), output_vae=True,
                                                                  output_clip=True)
-    unet = narrow.build_narrow_unet(sub("tiny_models").TINY_SD15_UNET)
-    unet.load_state_dict({k: v.float() for k, v in checkpoint.read_safetensors(str(demo.NARROW_UNET))[0].items()})
-    module_sd, meta = checkpoint.read_safetensors(str(demo.NARROW_MODULE))
-    module = narrow.build_narrow_module(unet, checkpoint.detect_config(module_sd, meta))
-    module.load_state_dict({k: v.float() for k, v in module_sd.items()})
+    unet, module = narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE))
     base = model.clone()
     base.add_object_patch("diffusion_model", video_unet.VideoUNet(unet, module).eval())
 
@@ -94,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         for method in diffs:
             patched = base.clone()
             if method != "no windows":
-                patched.model_options.setdefault("transformer_options", {})[video_unet.CONTEXT_OPTION] = settings[method]
+                options = patched.model_options.setdefault("transformer_options", {})
+                options[video_unet.CONTEXT_OPTION] = settings[method]
             samples = nodes.common_ksampler(patched, 500 + n, args.steps, args.cfg, "euler", "normal", positive,
                                             negative, {"samples": latent})[0]["samples"]
             video = vae.decode(samples).detach().numpy()

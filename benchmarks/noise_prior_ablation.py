@@ -70,11 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     mc = core()
     demo, synthetic, metrics = sub("demo"), sub("training.synthetic"), sub("training.video_metrics")
-    trainer_lib, narrow, checkpoint = sub("training.demo_trainer"), sub("narrow"), sub("checkpoint")
+    trainer_lib, narrow = sub("training.demo_trainer"), sub("narrow")
     noise_prior, conditioning = sub("noise_prior"), sub("conditioning")
     import comfy.sd
     import nodes
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel  # noqa: F401  (ComfyUI is importable)
 
     base = demo.NARROW_UNET
     if not base.is_file():
@@ -108,11 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     for lam, app in variants:
         out = args.run_dir / f"lambda{lam}_appearnet{int(app)}"
-        unet = narrow.build_narrow_unet(sub("tiny_models").TINY_SD15_UNET)
-        unet.load_state_dict({k: v.float() for k, v in checkpoint.read_safetensors(str(base))[0].items()})
-        module_sd, meta = checkpoint.read_safetensors(str(out / "module.safetensors"))
-        module = narrow.build_narrow_module(unet, checkpoint.detect_config(module_sd, meta))
-        module.load_state_dict({k: v.float() for k, v in module_sd.items()})
+        unet, module = narrow.load_twin(str(base), str(out / "module.safetensors"))
         patched = model.clone()
         patched.add_object_patch("diffusion_model", sub("video_unet").VideoUNet(unet, module).eval())
         for gamma in GAMMAS:

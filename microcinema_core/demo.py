@@ -75,8 +75,6 @@ def _fingerprint(*paths: Path) -> str:
 
 def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, Path]:
     from . import checkpoint, narrow, tiny_models
-    from .module import build_module
-    from .patching import MODULE_OPERATIONS
 
     ckpt_path = models_dir / "checkpoints" / DEMO_CHECKPOINT
     module_path = models_dir / "microcinema" / DEMO_MODULE
@@ -103,15 +101,10 @@ def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, P
     checkpoint.write_safetensors_atomic(base_state_dict(unet_wide), str(ckpt_path),
                                         {"generator": "ComfyUI-MicroCinema demo", "trained": str(trained)})
 
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    # uninitialised (disable_weight_init): only the module's shapes and key names are needed from it
-    unet = UNetModel(**tiny_models.TINY_SD15_UNET, operations=comfy.ops.disable_weight_init)
-    module = build_module(unet, cfg, MODULE_OPERATIONS, dtype=torch.float32, fresh=False)
-    checkpoint.load_module_state(module, module_wide, "demo module")
-    checkpoint.save_module(module, str(module_path), dtype=torch.float16,
-                           extra_metadata={"note": "trained demo module" if trained else "untrained demo module"})
+    # widen() has checked the keys and shapes against the wide module's, so the file is written directly
+    checkpoint.write_safetensors_atomic(
+        {k: v.to(torch.float16) for k, v in module_wide.items()}, str(module_path),
+        checkpoint.module_metadata(cfg, "module", {"note": ("" if trained else "un") + "trained demo module"}))
     stamp.write_text(fingerprint)
     return {"checkpoint": ckpt_path, "module": module_path}
 

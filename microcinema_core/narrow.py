@@ -107,6 +107,18 @@ def build_narrow_module(narrow_unet: nn.Module, cfg: ModuleConfig, ratio: int = 
     return module
 
 
+def load_twin(unet_path: str, module_path: str, wide_config: dict[str, Any] | None = None):
+    """A trained narrow twin (UNet, module) from safetensors files (demo_training's outputs), in fp32, eval mode."""
+    from . import checkpoint, tiny_models
+
+    unet = build_narrow_unet(wide_config or tiny_models.TINY_SD15_UNET)
+    unet.load_state_dict({k: v.float() for k, v in checkpoint.read_safetensors(unet_path)[0].items()})
+    module_sd, meta = checkpoint.read_safetensors(module_path)
+    module = build_narrow_module(unet, checkpoint.detect_config(module_sd, meta))
+    module.load_state_dict({k: v.float() for k, v in module_sd.items()})
+    return unet.eval(), module.eval()
+
+
 def set_wide_positions(module: nn.Module, ratio: int = RATIO) -> None:
     for layer in module.modules():
         if isinstance(layer, TemporalAttention):

@@ -19,6 +19,7 @@ import comfy.ops
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
+from . import memory_estimate
 from .module import MicroCinemaModule, ModuleConfig, build_module
 from .video_unet import VideoUNet
 
@@ -82,4 +83,6 @@ def apply_module(model_patcher, module: MicroCinemaModule):
     # reads this factor when it batches conds and plans memory for the loaded model.
     factor = MEMORY_FACTOR_APPEARNET if module.appearnet is not None else MEMORY_FACTOR_TEMPORAL
     patched.add_object_patch("memory_usage_factor", model_patcher.model.memory_usage_factor * factor)
+    # ...but ComfyUI estimates a run before it applies object patches: size it with our factor (and per window).
+    memory_estimate.install(patched)
     return patched

@@ -72,3 +72,66 @@ def test_tiled_vae_decode_of_a_video(run_graph, tiny_sd_checkpoint):
     plain = g.node("VAEDecode", samples=i2v.out(2), vae=ckpt.out(2))
     result = run_graph(g, outputs=[tiled, plain])
     assert result[tiled.id].shape == result[plain.id].shape == (3, 64, 64, 3)
+
+
+def _estimates_passed_to_comfy(monkeypatch) -> list[float]:
+    """A spy on ComfyUI's real loader: the memory figure each sampling run asks it to free."""
+    import comfy.model_management
+
+    seen: list[float] = []
+    real = comfy.model_management.load_models_gpu
+
+    def spy(models, memory_required=0, *args, **kwargs):
+        seen.append(memory_required)
+        return real(models, memory_required, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_management, "load_models_gpu", spy)
+    return seen
+
+
+@pytest.mark.graph
+def test_memory_estimate_uses_the_video_factor_on_the_first_run(comfy_env, comfy_dirs, tiny_sd_checkpoint,
+                                                                 monkeypatch):
+    """ComfyUI estimates a run before it applies object patches, so the first run of a fresh video model used to
+    be sized with plain SD's factor; now the first and later runs ask for the same memory, SD's times ours."""
+    import comfy.model_management
+    import comfy.sd
+
+    patching = sub("patching")
+    path = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
+    model, *_ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)
+    comfy.model_management.unload_all_models()
+    sd_factor = model.model.memory_usage_factor
+    video = sub("loading").microcinema_model(model, None)
+    frames = 8
+    sd_figure = model.model.memory_required([2 * frames, 4, 4, 4])  # cond + uncond, plain SD factor
+    seen = _estimates_passed_to_comfy(monkeypatch)
+    _sample(video, comfy_env, frames=frames)
+    _sample(video, comfy_env, frames=frames)  # now loaded: the factor is patched in already
+    first, second = seen
+    assert first >= sd_figure * patching.MEMORY_FACTOR_APPEARNET * 0.999
+    assert second >= sd_figure * patching.MEMORY_FACTOR_APPEARNET * 0.999
+    assert first <= second * 1.15  # the same figure (up to rounding the frame count up)
+    comfy.model_management.unload_all_models()
+    assert model.model.memory_usage_factor == sd_factor  # unpatched: stage-1 samplers are sized as SD again
+    assert type(model.model.diffusion_model).__name__ == "UNetModel"
+
+
+@pytest.mark.graph
+def test_memory_estimate_with_context_windows_is_per_window(comfy_env, comfy_dirs, tiny_sd_checkpoint, monkeypatch):
+    """With windows of 4 frames (+ the keyframe) over 16, the UNet holds 5 frames at a time: the estimate follows."""
+    import comfy.model_management
+    import comfy.sd
+
+    path = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
+    model, *_ = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)
+    video = sub("loading").microcinema_model(model, None)
+    windowed = video.clone()
+    settings = sub("context_windows").ContextSettings(length=4, overlap=1)
+    windowed.model_options.setdefault("transformer_options", {})[sub("video_unet").CONTEXT_OPTION] = settings
+    seen = _estimates_passed_to_comfy(monkeypatch)
+    _sample(video, comfy_env, frames=16)
+    _sample(windowed, comfy_env, frames=16)
+    whole, per_window = seen
+    assert per_window == pytest.approx(whole * 5 / 16, rel=0.1)
+    comfy.model_management.unload_all_models()

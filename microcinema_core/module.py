@@ -115,6 +115,17 @@ def block_entry(container: nn.ModuleDict, info: BlockInfo):
     return sub[key] if key in sub else None
 
 
+def _uninitialised_memo(modules, dtype, device) -> dict:
+    memo = {}
+    for module in modules:
+        for p in module.parameters():
+            memo[id(p)] = nn.Parameter(torch.empty_like(p, dtype=dtype or p.dtype, device=device or p.device),
+                                       requires_grad=p.requires_grad)
+        for b in module.buffers():
+            memo[id(b)] = torch.empty_like(b, device=device or b.device)
+    return memo
+
+
 class AppearNet(nn.Module):
     """A ControlNet-like copy of the video UNet's encoder + middle block, fed z_t + ZeroConv(hint)."""
 
@@ -126,14 +137,12 @@ class AppearNet(nn.Module):
         hint_channels = cfg.latent_channels + HINT_CHANNELS_EXTRA
         self.hint_in = operations.Conv2d(hint_channels, cfg.latent_channels, 3, padding=1, dtype=dtype, device=device)
         # Same classes and key names as the main UNet's encoder; initialised from it (as ControlNet does).
-        self.time_embed = copy.deepcopy(unet.time_embed)
-        self.input_blocks = copy.deepcopy(unet.input_blocks)
-        self.middle_block = copy.deepcopy(unet.middle_block)
-        if not copy_weights:
-            for p in list(self.time_embed.parameters()) + list(self.input_blocks.parameters()) + \
-                    list(self.middle_block.parameters()):
-                p.data = torch.empty_like(p.data, dtype=dtype or p.dtype, device=device or p.device)
-        elif dtype is not None or device is not None:
+        parts = (unet.time_embed, unet.input_blocks, unet.middle_block)
+        # When a checkpoint will fill the weights, copy the layers but not their data: each parameter and buffer
+        # is met in the memo by an uninitialised tensor (an SD1.5 encoder is ~1 GB of data copied for nothing).
+        memo = {} if copy_weights else _uninitialised_memo(parts, dtype, device)
+        self.time_embed, self.input_blocks, self.middle_block = (copy.deepcopy(part, memo) for part in parts)
+        if copy_weights and (dtype is not None or device is not None):
             for m in (self.time_embed, self.input_blocks, self.middle_block):
                 m.to(dtype=dtype, device=device)
         self.temporal = _block_dict(layout, lambda info: BlockTemporal(info, cfg, operations, dtype, device),

@@ -1,6 +1,6 @@
 """Cost of MicroCinema's video UNet against the plain SD UNet it inflates: time ratio vs FLOP ratio.
 
-Three forwards over the same T frames (SD1.5 widths by default, fp32, torch.no_grad, CPU):
+Three forwards over the same T frames (SD1.5 widths by default, fp32, torch.no_grad, CPU unless --device):
   (a) spatial   ComfyUI's own UNetModel on the T frames (the image model frame by frame)
   (b) video     VideoUNet with temporal convs + motion modules, AppearNet strength 0 (AppearNet skipped)
   (c) video+AN  the same at strength 1 (AppearNet runs and injects)
@@ -10,6 +10,8 @@ there shows up as "time ratio above FLOP ratio"). Goal: time ratio / FLOP ratio 
 
     .venv/bin/python benchmarks/bench_video_unet.py --frames 16 --latent 16 --runs 3
     .venv/bin/python benchmarks/bench_video_unet.py --profile   # + where the extra time goes, op by op
+    # on a GPU machine (issue 8.4: 512x512 = latent 64, 16 frames, fp16, reference config):
+    python benchmarks/bench_video_unet.py --device cuda --dtype fp16 --latent 64 --frames 16 --runs 5
 
 ComfyUI is found as the tests find it (COMFYUI_PATH or .comfyui/comfyui_path.txt); the repository root is never
 put on sys.path (its nodes/ package would shadow ComfyUI's nodes module).
@@ -29,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pack_import import core, randomize, sub  # noqa: E402
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=16, help="frames per video (T)")
@@ -45,6 +50,8 @@ def parse_args(argv=None):
                    help="also profile one forward of each model (torch.profiler) and print the ops that take the "
                         "extra time of the video models")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (then ComfyUI boots in its normal GPU mode)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="weights and activations")
     return p.parse_args(argv)
 
 
@@ -62,7 +69,8 @@ def build(args):
         # All weights random (zero-initialised layers too): no shortcut for special values anywhere.
         module = module_mod.build_module(unet, module_mod.ModuleConfig(), comfy.ops.manual_cast)
         randomize(module, seed=args.seed + 1, std=0.02)
-    unet, module = unet.eval(), module.eval()
+    unet = unet.eval().to(args.device, DTYPES[args.dtype])
+    module = module.eval().to(args.device, DTYPES[args.dtype])
     video = video_unet.VideoUNet(unet, module).eval()
     return cfg, unet, module, video
 
@@ -71,12 +79,14 @@ def inputs(args, cfg):
     g = torch.Generator().manual_seed(args.seed + 2)
     n = args.videos * args.frames
     s = args.latent
-    return {
+    batch = {
         "x": torch.randn(n, 4, s, s, generator=g),
         "timesteps": torch.full((n,), 500.0),
         "context": torch.randn(n, args.context, cfg["context_dim"], generator=g),
         "hint": torch.randn(n, 5, s, s, generator=g),
     }
+    dtype = DTYPES[args.dtype]
+    return {k: v.to(args.device, torch.float32 if k == "timesteps" else dtype) for k, v in batch.items()}
 
 
 def forwards(unet, video, batch, frames):
@@ -88,7 +98,7 @@ def forwards(unet, video, batch, frames):
     def video_strength(strength):
         def run():
             return video(batch["x"], batch["timesteps"], batch["context"], mc_num_frames=frames,
-                         mc_hint=batch["hint"], mc_strength=torch.full((n,), strength))
+                         mc_hint=batch["hint"], mc_strength=torch.full((n,), strength, device=batch["x"].device))
         return run
 
     return {"spatial": spatial, "video": video_strength(0.0), "video_appearnet": video_strength(1.0)}
@@ -102,6 +112,8 @@ def time_it(fn, runs: int) -> tuple[list[float], list[float]]:
         for _ in range(runs):
             w0, c0 = time.perf_counter(), time.process_time()
             fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # GPU work is asynchronous: the step ends when the kernels do
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
     return wall, cpu
@@ -145,11 +157,15 @@ def print_profile_diff(fns, rows: int = 25) -> None:
     print(f"{'total':36s}{totals}")
 
 
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    core()  # ComfyUI on sys.path in CPU mode (as the tests boot it), then the pack's microcinema_core
+    core(cpu=args.device == "cpu")  # ComfyUI on sys.path (CPU mode as the tests boot it), then microcinema_core
     import comfy.ldm.modules.attention as attention
 
     cfg, unet, module, video = build(args)
@@ -159,7 +175,7 @@ def main(argv=None) -> int:
     params_module = sum(p.numel() for p in module.parameters())
     print(f"config={args.config} (model_channels {cfg['model_channels']}, mult {cfg['channel_mult']}), "
           f"{args.videos} video(s) x {args.frames} frames, latent {args.latent}x{args.latent}, "
-          f"context {args.context}, fp32, CPU, threads {torch.get_num_threads()}, "
+          f"context {args.context}, {args.dtype}, {device_name(args.device)}, threads {torch.get_num_threads()}, "
           f"attention {attention.optimized_attention.__name__}, torch {torch.__version__}")
     print(f"params: UNet {params_unet / 1e6:.1f} M, MicroCinema module {params_module / 1e6:.1f} M "
           f"(AppearNet {sum(p.numel() for p in module.appearnet.parameters()) / 1e6:.1f} M)")
@@ -177,10 +193,14 @@ def main(argv=None) -> int:
                     fn()
         if flops is None and not args.no_flops:
             flops = count_flops(fn)
+        on_gpu = args.device.startswith("cuda")
+        if on_gpu:
+            torch.cuda.reset_peak_memory_stats(args.device)
         wall, cpu = time_it(fn, args.runs)
         results[name] = (statistics.median(wall), statistics.median(cpu), flops)
+        peak = f" | peak GPU memory {torch.cuda.max_memory_allocated(args.device) / 2**30:.2f} GiB" if on_gpu else ""
         print(f"  {name:16s} wall {', '.join(f'{t:.3f}' for t in wall)} s | cpu {', '.join(f'{t:.3f}' for t in cpu)} s"
-              + ("" if flops is None else f" | {flops / 1e9:.1f} GFLOP"))
+              + ("" if flops is None else f" | {flops / 1e9:.1f} GFLOP") + peak)
         sys.stdout.flush()
 
     base_wall, base_cpu, base_f = results["spatial"]

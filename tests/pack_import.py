@@ -45,14 +45,15 @@ def loaded_pack_module() -> str | None:
     return booted.pack_module
 
 
-def core() -> ModuleType:
-    """The pack's ``microcinema_core`` package (the loaded pack's copy when ComfyUI runs in-process)."""
+def core(cpu: bool = True) -> ModuleType:
+    """The pack's ``microcinema_core`` package (the loaded pack's copy when ComfyUI runs in-process).
+    ``cpu=False`` (benchmarks on a GPU machine): ComfyUI picks its device itself, as when it runs normally."""
     pack = loaded_pack_module()
     if pack is not None:
         return importlib.import_module(pack + ".microcinema_core")
     if STANDALONE_NAME in sys.modules:
         return sys.modules[STANDALONE_NAME]
-    _harness_runtime().import_comfy_core(cpu=True)
+    _harness_runtime().import_comfy_core(cpu=cpu)
     spec = importlib.util.spec_from_file_location(
         STANDALONE_NAME, _PACKAGE_DIR / "__init__.py", submodule_search_locations=[str(_PACKAGE_DIR)])
     module = importlib.util.module_from_spec(spec)

@@ -43,6 +43,24 @@ def mirrored(synthetic, spec, key: int):
                                  "start": (at_key[0] - ox * spec.speed * key, at_key[1] - oy * spec.speed * key)})
 
 
+def clean_estimate(zt, eps_pred, abar_t):
+    """x0 from an eps prediction: (z_t - sqrt(1 - abar) eps) / sqrt(abar)."""
+    a = abar_t.view(-1, 1, 1, 1)
+    return (zt - (1 - a).sqrt() * eps_pred) / a.sqrt()
+
+
+def word_effect(model, zt, t, abar_t, contexts, hint, truth_difference) -> float:
+    """cos(x0 under contexts[0] - x0 under contexts[1], truth_difference), both from the same noisy clip."""
+    import torch
+
+    frames = zt.shape[0]
+    with torch.no_grad():
+        x0 = [clean_estimate(zt, model(zt, t.float(), context, mc_num_frames=frames, mc_hint=hint,
+                                       mc_strength=torch.ones(frames)), abar_t)
+              for context in contexts]
+    return torch.nn.functional.cosine_similarity((x0[0] - x0[1]).flatten(), truth_difference.flatten(), dim=0).item()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unet", type=Path, help="narrow UNet (default: the shipped one)")
@@ -72,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     text = trainer_lib.encode_captions(trainer_lib.captions())
     key = FRAMES // 2
 
+    def frames_of(spec) -> torch.Tensor:
+        return torch.from_numpy(synthetic.render_clip(spec, FRAMES, SIZE)).float() / 255.0
+
     def latents(spec) -> torch.Tensor:
-        frames = np.stack([synthetic.render_frame(spec, t, SIZE) for t in range(FRAMES)])
-        return demo_vae.model_space_latents(torch.from_numpy(frames).float() / 255.0)
+        return demo_vae.model_space_latents(frames_of(spec))
 
     print(f"1. text-direction correlation ({args.clips} held-out clips per timestep, keyframe at the centre)")
     torch.manual_seed(0)
@@ -87,21 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             hint = conditioning.appearance_hint(z[key:key + 1], FRAMES, key)
             eps = noise_prior.training_noise(torch.randn_like(z), z[key:key + 1], 0.03)
             t = torch.full((FRAMES,), t_value)
-            a = abar[t].view(-1, 1, 1, 1)
             zt = noise_prior.noisy_latent(z, eps, abar[t])
-            x0 = []
-            with torch.no_grad():
-                for caption in (spec.caption, other.caption):
-                    pred = video_model(zt, t.float(), text[caption].expand(FRAMES, -1, -1), mc_num_frames=FRAMES,
-                                       mc_hint=hint, mc_strength=torch.ones(FRAMES))
-                    x0.append((zt - (1 - a).sqrt() * pred) / a.sqrt())
-            scores.append(torch.nn.functional.cosine_similarity((x0[0] - x0[1]).flatten(),
-                                                                (z - z_other).flatten(), dim=0).item())
+            contexts = [text[c].expand(FRAMES, -1, -1) for c in (spec.caption, other.caption)]
+            scores.append(word_effect(video_model, zt, t, abar[t], contexts, hint, z - z_other))
         print(f"   t={t_value:<4} cos mean {np.mean(scores):+.3f}  (min {min(scores):+.3f}, max {max(scores):+.3f})",
               flush=True)
 
     if args.overfit_steps:
-        overfit(args, video_model, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents)
+        overfit(args, unet, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents)
 
     import comfy.sd
     import nodes
@@ -120,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             if spec.direction != direction:
                 continue
             spec.colour, spec.shape = colour, shape
-            frames = np.stack([synthetic.render_frame(spec, t, SIZE) for t in range(FRAMES)]).astype(np.float32)
-            key_image = torch.from_numpy(frames[key] / 255.0)[None]
-            raw = vae.encode(key_image)
+            raw = vae.encode(frames_of(spec)[key:key + 1])
             conds = conditioning.appearance_model_conds(raw, FRAMES, key, 1.0)
             latent = noise_prior.ksampler_prior_latent(raw, FRAMES, 0.02, noise_prior.sd_sigma_max())
             positive = conditioning.attach(encode.encode(clip, f"a {colour} {shape} moving {direction}")[0], conds)
@@ -142,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def overfit(args, video_model, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents):
+def overfit(args, unet, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents):
     import copy
 
     import torch
+    from pack_import import sub
 
     module_copy = copy.deepcopy(module).train().requires_grad_(True)
-    model = sub_video_model(video_model, module_copy)
+    model = sub("video_unet").VideoUNet(unet, module_copy)
     key = FRAMES // 2
     spec = synthetic.ClipSpec("circle", "red", "left", (0.7, 0.5), 0.06, 0.15, (30, 30, 40), 0)
     other = mirrored(synthetic, spec, key)
@@ -161,16 +173,11 @@ def overfit(args, video_model, module, synthetic, trainer_lib, noise_prior, cond
 
     def separation() -> float:
         t = torch.full((FRAMES,), (lo + hi) // 2)
-        a = abar[t].view(-1, 1, 1, 1)
         scores = []
-        with torch.no_grad():
-            for _ in range(4):
-                zt = noise_prior.noisy_latent(z[:FRAMES], torch.randn_like(z[:FRAMES]), abar[t])
-                x0 = [(zt - (1 - a).sqrt() * model(zt, t.float(), ctx, mc_num_frames=FRAMES, mc_hint=hint[:FRAMES],
-                                                    mc_strength=torch.ones(FRAMES))) / a.sqrt()
-                      for ctx in (context[:FRAMES], context[FRAMES:])]
-                scores.append(torch.nn.functional.cosine_similarity(
-                    (x0[0] - x0[1]).flatten(), (z[:FRAMES] - z[FRAMES:]).flatten(), dim=0).item())
+        for _ in range(4):
+            zt = noise_prior.noisy_latent(z[:FRAMES], torch.randn_like(z[:FRAMES]), abar[t])
+            scores.append(word_effect(model, zt, t, abar[t], (context[:FRAMES], context[FRAMES:]), hint[:FRAMES],
+                                      z[:FRAMES] - z[FRAMES:]))
         return float(np.mean(scores))
 
     print(f"3. overfitting one clip pair, t in [{lo}, {hi}), lr {args.overfit_lr}: cos before {separation():+.3f}")
@@ -185,11 +192,6 @@ def overfit(args, video_model, module, synthetic, trainer_lib, noise_prior, cond
         optimizer.step()
         if step % 20 == 0:
             print(f"   step {step:<4} loss {loss.item():.5f}  cos {separation():+.3f}", flush=True)
-
-
-def sub_video_model(video_model, module):
-    """The same spatial UNet with another module."""
-    return type(video_model)(video_model.spatial, module)
 
 
 if __name__ == "__main__":

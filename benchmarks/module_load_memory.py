@@ -4,8 +4,8 @@
 
 A module file holds AppearNet's copy of the SD encoder + middle block, so loading one needs that copy's storage
 once (plus the file's tensors while they are copied in). The figure printed is the growth of the process's peak
-RSS during ``checkpoint.module_from_state_dict`` (Linux: /proc peak reset; in a fresh process that has already built the UNet and read the
-file), next to the sizes of the UNet and of the module, so a regression (e.g. copying the encoder's data only to
+RSS during ``checkpoint.module_from_state_dict`` (Linux: /proc peak reset; in a fresh process that has already
+built the UNet and read the file), next to the sizes of the UNet and of the module, so a regression (e.g. copying the encoder's data only to
 overwrite it) shows as peak growth well above 1x the module.
 """
 from __future__ import annotations
@@ -32,7 +32,9 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def child(path: str, config: str) -> None:
+def build_unet(config: str):
+    """ComfyUI's own SD UNet (fp16, weights left uninitialised) in the chosen config, with ComfyUI and the pack
+    importable."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from pack_import import core, sub  # noqa: E402
 
@@ -42,9 +44,17 @@ def child(path: str, config: str) -> None:
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    configs, checkpoint, patching = sub("configs"), sub("checkpoint"), sub("patching")
+    configs = sub("configs")
     unet_config = configs.reference_unet_config() if config == "reference" else configs.tiny_unet_config(768)
-    unet = UNetModel(**unet_config, dtype=torch.float16, operations=comfy.ops.disable_weight_init)
+    return UNetModel(**unet_config, dtype=torch.float16, operations=comfy.ops.disable_weight_init)
+
+
+def child(path: str, config: str) -> None:
+    unet = build_unet(config)
+    import torch
+    from pack_import import sub
+
+    checkpoint, patching = sub("checkpoint"), sub("patching")
     sd, metadata = checkpoint.read_safetensors(path)
     sd = {k: v + 0 for k, v in sd.items()}  # resident in anonymous memory, as a loaded state dict is
     before = _status_kb("VmRSS")
@@ -65,18 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.config)
         return 0
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from pack_import import core, sub  # noqa: E402
-
-    import torch
-
-    core()
+    unet = build_unet(args.config)
     import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    import torch
+    from pack_import import sub
 
-    configs, checkpoint, module_lib = sub("configs"), sub("checkpoint"), sub("module")
-    unet_config = configs.reference_unet_config() if args.config == "reference" else configs.tiny_unet_config(768)
-    unet = UNetModel(**unet_config, dtype=torch.float16, operations=comfy.ops.disable_weight_init)
+    checkpoint, module_lib = sub("checkpoint"), sub("module")
     with torch.no_grad():
         for p in unet.parameters():
             p.normal_(0, 0.02)

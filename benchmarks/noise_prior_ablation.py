@@ -40,7 +40,7 @@ def held_out_specs(synthetic, seed: int, count: int) -> list:
 
 
 def render(synthetic, spec) -> np.ndarray:
-    return np.stack([synthetic.render_frame(spec, t, SIZE) for t in range(FRAMES)]).astype(np.float32) / 255.0
+    return synthetic.render_clip(spec, FRAMES, SIZE).astype(np.float32) / 255.0
 
 
 def pooled(frames: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ from .video_unet import CONTEXT_OPTION
 WRAPPER_KEY = "MicroCinema_memory_estimate"
 
 
-def frames_per_video(conds: dict) -> int | None:
+def frames_in_conds(conds: dict) -> int | None:
+    """T of the videos being sampled, as MicroCinema Image To Video put it in the conds."""
     for entries in conds.values():
         for entry in entries or ():
             frames = (entry.get("model_conds") or {}).get("mc_num_frames")
@@ -38,7 +39,7 @@ def estimate_scale(model_patcher, conds: dict, transformer_options: dict) -> flo
     if wanted and current:
         scale *= wanted / current  # 1.0 once the model is loaded with its patches
     settings = transformer_options.get(CONTEXT_OPTION)
-    frames = frames_per_video(conds)
+    frames = frames_in_conds(conds)
     if settings is not None and frames:
         held = min(frames, settings.length + int(settings.keep_keyframe))
         scale *= held / frames

@@ -8,9 +8,7 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from .. import checkpoint, demo_vae, narrow, noise_prior, tiny_models
 from ..conditioning import appearance_hint
@@ -57,8 +55,7 @@ def alphas_cumprod() -> torch.Tensor:
 
 def render_clip(rng: random.Random, frames: int = FRAMES, size: int = SIZE) -> tuple[torch.Tensor, str]:
     spec = synthetic.random_spec(rng, frames)
-    video = np.stack([synthetic.render_frame(spec, t, size) for t in range(frames)])
-    return torch.from_numpy(video).float() / 255.0, spec.caption
+    return torch.from_numpy(synthetic.render_clip(spec, frames, size)).float() / 255.0, spec.caption
 
 
 def weighted_mse(pred: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:

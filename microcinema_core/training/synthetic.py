@@ -78,6 +78,11 @@ def render_frame(spec: ClipSpec, t: int, size: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def render_clip(spec: ClipSpec, frames: int, size: int) -> np.ndarray:
+    """[T, H, W, 3] uint8: the clip's first ``frames`` frames."""
+    return np.stack([render_frame(spec, t, size) for t in range(frames)])
+
+
 def write_dataset(out: Path, count: int, frames: int = 16, size: int = 64, seed: int = 0) -> list[ClipSpec]:
     rng = random.Random(seed)
     specs = []

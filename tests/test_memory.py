@@ -74,6 +74,34 @@ def test_tiled_vae_decode_of_a_video(run_graph, tiny_sd_checkpoint):
     assert result[tiled.id].shape == result[plain.id].shape == (3, 64, 64, 3)
 
 
+@pytest.mark.graph
+def test_video_decodes_in_frame_chunks_with_the_stock_vae_decode(comfy_env, comfy_dirs, tiny_sd_checkpoint,
+                                                                 monkeypatch):
+    """Frames travel in the batch, so the stock VAE Decode splits a long video into as many frames as free memory
+    allows per decoder call; told each frame needs more than is free, it decodes one frame per call, and the
+    frames are the same as in one call."""
+    import comfy.sd
+    import nodes as comfy_nodes
+
+    path = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
+    _, _, vae, *_ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=False)
+    latent = {"samples": torch.randn(12, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    whole = comfy_nodes.VAEDecode().decode(vae, latent)[0]
+    calls: list[int] = []
+    decode = vae.first_stage_model.decode
+
+    def counting_decode(samples, *args, **kwargs):
+        calls.append(samples.shape[0])
+        return decode(samples, *args, **kwargs)
+
+    monkeypatch.setattr(vae.first_stage_model, "decode", counting_decode)
+    monkeypatch.setattr(vae, "memory_used_decode", lambda *args, **kwargs: 2.0 ** 50)  # more than any machine has
+    chunked = comfy_nodes.VAEDecode().decode(vae, latent)[0]
+    assert calls == [1] * 12
+    assert chunked.shape == whole.shape == (12, 64, 64, 3)
+    assert torch.allclose(chunked, whole, atol=1e-5)
+
+
 def _estimates_passed_to_comfy(monkeypatch) -> list[float]:
     """A spy on ComfyUI's real loader: the memory figure each sampling run asks it to free."""
     import comfy.model_management

@@ -58,17 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
-    cw, conditioning, noise_prior = sub("context_windows"), sub("conditioning"), sub("noise_prior")
-    video_unet = sub("video_unet")
-    import comfy.sd
-    import nodes
+    cw, video_unet = sub("context_windows"), sub("video_unet")
+    from demo_sampling import DemoSampler  # noqa: E402
 
-    files = demo.ensure_demo_models(args.run_dir / "models")
-    model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(str(files["checkpoint"]), output_vae=True,
-                                                                 output_clip=True)
-    unet, module = narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE))
-    base = model.clone()
-    base.add_object_patch("diffusion_model", video_unet.VideoUNet(unet, module).eval())
+    sampler = DemoSampler(args.run_dir / "models")
+    base = sampler.with_twin(*narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE)))
 
     keyframe_index = args.frames // 2
     rng = random.Random(30_001)
@@ -80,21 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     diffs: dict[str, list[np.ndarray]] = {m: [] for m in ["no windows"] + methods}
     t0 = time.time()
     for n, spec in enumerate(specs):
-        centre = synthetic.ClipSpec(**{**spec.__dict__})
-        frame = synthetic.render_frame(centre, 4, SIZE).astype(np.float32) / 255.0
-        raw = vae.encode(torch.from_numpy(frame)[None])
-        conds = conditioning.appearance_model_conds(raw, args.frames, keyframe_index, 1.0)
-        latent = noise_prior.ksampler_prior_latent(raw, args.frames, args.gamma, noise_prior.sd_sigma_max())
-        positive = conditioning.attach(nodes.CLIPTextEncode().encode(clip, spec.caption)[0], conds)
-        negative = conditioning.attach(nodes.CLIPTextEncode().encode(clip, "")[0], conds)
+        keyframe = synthetic.render_frame(spec, 4, SIZE).astype(np.float32) / 255.0
         for method in diffs:
             patched = base.clone()
             if method != "no windows":
                 options = patched.model_options.setdefault("transformer_options", {})
                 options[video_unet.CONTEXT_OPTION] = settings[method]
-            samples = nodes.common_ksampler(patched, 500 + n, args.steps, args.cfg, "euler", "normal", positive,
-                                            negative, {"samples": latent})[0]["samples"]
-            video = vae.decode(samples).detach().numpy()
+            video = sampler.animate(patched, keyframe, spec.caption, args.frames, keyframe_index, 500 + n, args.steps,
+                                    args.cfg, args.gamma)
             diffs[method].append(np.abs(np.diff(video, axis=0)).mean(axis=(1, 2, 3)))
     print(f"Seams: {args.frames} frames, windows of {args.window} (overlap {args.overlap}, static schedule, keyframe "
           f"{keyframe_index} in every window), {args.clips} held-out clips, {args.steps} euler steps, cfg {args.cfg}; "

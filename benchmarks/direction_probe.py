@@ -116,15 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.overfit_steps:
         overfit(args, unet, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents)
 
-    import comfy.sd
-    import nodes
+    from demo_sampling import DemoSampler  # noqa: E402
 
-    files = demo.ensure_demo_models(HERE.parent / ".cache" / "direction_probe")
-    model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(str(files["checkpoint"]), output_vae=True,
-                                                                 output_clip=True)
-    patched = model.clone()
-    patched.add_object_patch("diffusion_model", video_model)
-    encode = nodes.CLIPTextEncode()
+    sampler = DemoSampler(HERE.parent / ".cache" / "direction_probe")
+    patched = sampler.with_twin(unet, module)
     good, report = 0, []
     for n, (direction, (colour, shape)) in enumerate(CASES.items()):
         rng, done = random.Random(100 + n), 0
@@ -133,14 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             if spec.direction != direction:
                 continue
             spec.colour, spec.shape = colour, shape
-            raw = vae.encode(frames_of(spec)[key:key + 1])
-            conds = conditioning.appearance_model_conds(raw, FRAMES, key, 1.0)
-            latent = noise_prior.ksampler_prior_latent(raw, FRAMES, 0.02, noise_prior.sd_sigma_max())
-            positive = conditioning.attach(encode.encode(clip, f"a {colour} {shape} moving {direction}")[0], conds)
-            negative = conditioning.attach(encode.encode(clip, "")[0], conds)
-            samples = nodes.common_ksampler(patched, 11 + 7 * n + done, args.steps, args.cfg, "euler", "normal",
-                                            positive, negative, {"samples": latent})[0]["samples"]
-            video = vae.decode(samples).detach().numpy()
+            video = sampler.animate(patched, frames_of(spec)[key], f"a {colour} {shape} moving {direction}", FRAMES,
+                                    key, 11 + 7 * n + done, args.steps, args.cfg, 0.02)
             target = synthetic.COLOURS[colour]
             ok = metrics.moves_as_prompted(video, target, synthetic.DIRECTIONS[direction])
             moved = metrics.displacement(video, target, synthetic.DIRECTIONS[direction])

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.clips < 2 or args.real < 2:
+        parser.error("--clips and --real need at least 2 clips each (the Frechet distance needs a covariance)")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     sys.path.insert(0, str(HERE.parent / "tests"))
     from pack_import import core, sub  # noqa: E402  (ComfyUI on sys.path, the pack as microcinema_core)
@@ -71,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     mc = core()
     demo, synthetic, metrics = sub("demo"), sub("training.synthetic"), sub("training.video_metrics")
     trainer_lib, narrow = sub("training.demo_trainer"), sub("narrow")
-    noise_prior, conditioning = sub("noise_prior"), sub("conditioning")
-    import comfy.sd
-    import nodes
+    from demo_sampling import DemoSampler  # noqa: E402
 
     base = demo.NARROW_UNET
     if not base.is_file():
@@ -88,17 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             trainer.train(args.steps)
     train_seconds = time.time() - t0
 
-    files = demo.ensure_demo_models(args.run_dir / "models")
-    model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(str(files["checkpoint"]), output_vae=True,
-                                                                 output_clip=True)
-    encode = nodes.CLIPTextEncode()
-    texts: dict[str, list] = {}
-
-    def text(caption: str):
-        if caption not in texts:
-            texts[caption] = encode.encode(clip, caption)[0]
-        return texts[caption]
-
+    sampler = DemoSampler(args.run_dir / "models")
     real_specs = held_out_specs(synthetic, REAL_SEED, args.real)
     real = np.stack([metrics.clip_features(pooled(render(synthetic, s)), synthetic.COLOURS[s.colour],
                                            synthetic.DIRECTIONS[s.direction]) for s in real_specs])
@@ -108,22 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     for lam, app in variants:
         out = args.run_dir / f"lambda{lam}_appearnet{int(app)}"
         unet, module = narrow.load_twin(str(base), str(out / "module.safetensors"))
-        patched = model.clone()
-        patched.add_object_patch("diffusion_model", sub("video_unet").VideoUNet(unet, module).eval())
+        patched = sampler.with_twin(unet, module)
         for gamma in GAMMAS:
             features, ssims, directed = [], [], 0
             for n, spec in enumerate(eval_specs):
                 frames = pooled(render(synthetic, spec))
                 key = FRAMES // 2
                 keyframe = frames[key]
-                raw = vae.encode(torch.from_numpy(keyframe)[None])
-                conds = conditioning.appearance_model_conds(raw, FRAMES, key, 1.0)
-                latent = noise_prior.ksampler_prior_latent(raw, FRAMES, gamma, noise_prior.sd_sigma_max())
-                positive = conditioning.attach(text(spec.caption), conds)
-                negative = conditioning.attach(text(""), conds)
-                samples = nodes.common_ksampler(patched, 1000 + n, args.sampling_steps, args.cfg, "euler", "normal",
-                                                positive, negative, {"samples": latent})[0]["samples"]
-                video = vae.decode(samples).detach().numpy()
+                video = sampler.animate(patched, keyframe, spec.caption, FRAMES, key, 1000 + n, args.sampling_steps,
+                                        args.cfg, gamma)
                 colour, direction = synthetic.COLOURS[spec.colour], synthetic.DIRECTIONS[spec.direction]
                 features.append(metrics.clip_features(video, colour, direction))
                 ssims.append(metrics.keyframe_ssim(video[key], keyframe))

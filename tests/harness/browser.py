@@ -30,6 +30,9 @@ BENIGN_CONSOLE_ERRORS = [
 ]
 BENIGN_PAGE_LOAD_ERRORS = [
     re.compile(r"^TypeError: Cannot read properties of undefined \(reading 'id'\)\s+at onChange", re.S),
+    # Logged by front end 1.49 (ComfyUI 0.33.0) while it starts, with every custom node disabled too (checked with
+    # --disable-all-custom-nodes): the front end's own start-up order, not a pack's.
+    re.compile(r"^ComfyApp graph accessed before initialization"),
 ]
 # The ComfyApp object: window.comfyAPI.app.app on the current front ends, window.app on old ones.
 APP_JS = "((window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app) || window.app)"

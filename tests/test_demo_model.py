@@ -155,20 +155,27 @@ def _position(spec, t: int) -> tuple[float, float]:
     return spec.start[0] + dx * spec.speed * t, spec.start[1] + dy * spec.speed * t
 
 
-def _save_multipage(images: list[np.ndarray], path) -> None:
-    pages = [Image.fromarray(np.clip(np.rint(i * 255), 0, 255).astype(np.uint8)) for i in images]
-    pages[0].save(path, save_all=True, append_images=pages[1:])
+def _save_pngs(images: list[np.ndarray], folder, stem: str) -> list[str]:
+    """One lossless PNG per keyframe (a multi-page TIFF loads as ONE image on ComfyUI 0.33, whose LoadImage reads
+    files through PyAV first)."""
+    names = []
+    for i, image in enumerate(images):
+        names.append(f"{stem}_{i}.png")
+        Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(folder / names[-1])
+    return names
 
 
-def _video_graph(prompt: str, image_name: str, seed: int, position: str = "center") -> tuple[Graph, object]:
+def _video_graph(prompt: str, image_names: list[str], seed: int, position: str = "center") -> tuple[Graph, object]:
     g = Graph()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=DEMO_FILES["checkpoints"])
     model = g.node("MicroCinemaApplyModule", model=ckpt.out(0), module_name=DEMO_FILES["microcinema"],
                    motion_module="none")
     pos = g.node("CLIPTextEncode", text=prompt, clip=ckpt.out(1))
     neg = g.node("CLIPTextEncode", text="", clip=ckpt.out(1))
-    image = g.node("LoadImage", image=image_name)
-    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=neg, vae=ckpt.out(2), image=image.out(0),
+    image = g.node("LoadImage", image=image_names[0]).out(0)
+    for name in image_names[1:]:  # stock Batch Images: one graph animates every keyframe as a batch of videos
+        image = g.node("ImageBatch", image1=image, image2=g.node("LoadImage", image=name).out(0)).out(0)
+    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=neg, vae=ckpt.out(2), image=image,
                  width=SIZE, height=SIZE, length=LENGTH, keyframe_position=position, keyframe_index=0,
                  appearance_strength=1.0, noise_prior_gamma=GAMMA, crop="center", frame_rate=8.0,
                  resize_method="nearest-exact")
@@ -184,10 +191,9 @@ def demo_videos(demo, run_graph, comfy_dirs) -> dict[str, tuple[np.ndarray, list
     out = {}
     for n, direction in enumerate(CASES):
         keyframes, specs = _keyframes(direction, seed=100 + n)
-        name = f"demo_keyframes_{direction}.tiff"
-        _save_multipage(keyframes, comfy_dirs.input / name)
+        names = _save_pngs(keyframes, comfy_dirs.input, f"demo_keyframes_{direction}")
         colour, shape = CASES[direction]
-        g, frames = _video_graph(f"a {colour} {shape} moving {direction}", name, seed=11 + n)
+        g, frames = _video_graph(f"a {colour} {shape} moving {direction}", names, seed=11 + n)
         result = run_graph(g, outputs=[frames])
         video = result.output(frames).numpy()
         assert video.shape == (PER_DIRECTION * LENGTH, SIZE, SIZE, 3)

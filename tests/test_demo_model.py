@@ -21,6 +21,7 @@ from PIL import Image
 
 from harness.demo_models import DEMO_FILES, place_demo_models
 from harness.graph import Graph
+from harness.sd_graphs import load_image_batch
 from pack_import import single_thread_fixture, sub
 
 _single_thread = pytest.fixture(scope="module", autouse=True)(single_thread_fixture)
@@ -156,8 +157,7 @@ def _position(spec, t: int) -> tuple[float, float]:
 
 
 def _save_pngs(images: list[np.ndarray], folder, stem: str) -> list[str]:
-    """One lossless PNG per keyframe (a multi-page TIFF loads as ONE image on ComfyUI 0.33, whose LoadImage reads
-    files through PyAV first)."""
+    """One lossless PNG per keyframe (for load_image_batch)."""
     names = []
     for i, image in enumerate(images):
         names.append(f"{stem}_{i}.png")
@@ -172,10 +172,9 @@ def _video_graph(prompt: str, image_names: list[str], seed: int, position: str =
                    motion_module="none")
     pos = g.node("CLIPTextEncode", text=prompt, clip=ckpt.out(1))
     neg = g.node("CLIPTextEncode", text="", clip=ckpt.out(1))
-    image = g.node("LoadImage", image=image_names[0]).out(0)
-    for name in image_names[1:]:  # stock Batch Images: one graph animates every keyframe as a batch of videos
-        image = g.node("ImageBatch", image1=image, image2=g.node("LoadImage", image=name).out(0)).out(0)
-    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=neg, vae=ckpt.out(2), image=image,
+    # one graph animates every keyframe, as a batch of videos
+    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=neg, vae=ckpt.out(2),
+                 image=load_image_batch(g, image_names),
                  width=SIZE, height=SIZE, length=LENGTH, keyframe_position=position, keyframe_index=0,
                  appearance_strength=1.0, noise_prior_gamma=GAMMA, crop="center", frame_rate=8.0,
                  resize_method="nearest-exact")

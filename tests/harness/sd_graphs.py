@@ -18,6 +18,15 @@ class VideoGraph:
     save: NodeRef | None
 
 
+def load_image_batch(g: Graph, names: list[str]):
+    """LoadImage per file, joined by stock Batch Images into one IMAGE batch (portable across ComfyUI versions,
+    unlike multi-page files: 0.33's LoadImage reads a multi-page TIFF as one image through PyAV)."""
+    image = g.node("LoadImage", image=names[0]).out(0)
+    for name in names[1:]:
+        image = g.node("ImageBatch", image1=image, image2=g.node("LoadImage", image=name).out(0)).out(0)
+    return image
+
+
 def noise_prior_video_graph(checkpoint: str, keyframe_images: list[str], *, frames: int = 8, size: int = 32,
                             seed: int = 42, gamma: float = 0.02, steps: int = 3, cfg: float = 3.0,
                             use_random_noise: bool = False, save_prefix: str | None = None) -> VideoGraph:
@@ -29,10 +38,7 @@ def noise_prior_video_graph(checkpoint: str, keyframe_images: list[str], *, fram
     positive = g.node("CLIPTextEncode", text="a red ball bouncing on a wooden floor", clip=ckpt.out(1))
     negative = g.node("CLIPTextEncode", text="", clip=ckpt.out(1))
     empty = g.node("EmptyLatentImage", width=size, height=size, batch_size=frames)
-    image = g.node("LoadImage", image=keyframe_images[0]).out(0)
-    for name in keyframe_images[1:]:
-        image = g.node("ImageBatch", image1=image, image2=g.node("LoadImage", image=name).out(0)).out(0)
-    keyframe = g.node("VAEEncode", pixels=image, vae=ckpt.out(2))
+    keyframe = g.node("VAEEncode", pixels=load_image_batch(g, keyframe_images), vae=ckpt.out(2))
     if use_random_noise:
         noise = g.node("RandomNoise", noise_seed=seed)
     else:

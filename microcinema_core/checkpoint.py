@@ -141,6 +141,8 @@ def detect_config(module_sd: dict[str, torch.Tensor], metadata: Optional[dict] =
             cfg.motion_ff_mult = ff_out.shape[1] // ff_out.shape[0]
     if cfg.appearnet:
         cfg.latent_channels = module_sd["appearnet.hint_in.weight"].shape[0]
+        sign = module_sd.get("appearnet.text_sign.weight")
+        cfg.motion_text_sign = int(sign.shape[0]) if sign is not None and sign.ndim == 2 else 0
     return cfg
 
 

@@ -4,8 +4,9 @@ A CONDITIONING entry's ``model_conds`` dict reaches the diffusion model's forwar
 ComfyUI batches cond/uncond and resizes per batch), so the video settings travel with the prompt, not with
 the model: the same MODEL serves any length, keyframe and strength. Keys (see video_unet.py):
   mc_num_frames  CONDConstant(T)              frames per video (batches only with equal T)
-  mc_hint        CONDNoiseShape[B*T, C+1, h, w] keyframe latent (model space) + keyframe-position mask;
-                                              noise-shaped so area conditioning crops it like the latent
+  mc_hint        CONDNoiseShape[B*T, C+2, h, w] keyframe latent (model space), keyframe-position mask and
+                                              signed frame offset (see appearance_hint); noise-shaped so area
+                                              conditioning crops it like the latent
   mc_strength    CONDRegular[B*T]             AppearNet strength per frame
 """
 from __future__ import annotations
@@ -18,13 +19,34 @@ from einops import repeat
 from .noise_prior import repeat_keyframes
 
 
+HINT_EXTRA_CHANNELS = 2  # after the keyframe latent's C channels: keyframe-position mask, signed frame offset
+
+
 def appearance_hint(keyframes_model: torch.Tensor, num_frames: int, key_index: int) -> torch.Tensor:
-    """[B*T, C+1, h, w]: every frame gets its video's keyframe latent and a mask that is 1 on the keyframe frame."""
+    """[B*T, C+2, h, w]: every frame gets its video's keyframe latent, a mask that is 1 on the keyframe frame and
+    its signed offset from the keyframe, (t - key) / T, constant over the frame. The offset travels in the hint
+    (not recomputed from the mask inside the model) so that context windows, which sample frames that need not be
+    contiguous nor contain the keyframe, still see each frame's true place in the whole video."""
     b, _, h, w = keyframes_model.shape
     mask = torch.zeros(num_frames, 1, h, w, dtype=keyframes_model.dtype)
     mask[key_index] = 1.0
+    offset = (torch.arange(num_frames, dtype=keyframes_model.dtype) - key_index) / num_frames
+    offset = repeat(offset, "t -> t 1 h w", h=h, w=w)
     return torch.cat([repeat_keyframes(keyframes_model, num_frames),
-                      repeat(mask, "t c h w -> (b t) c h w", b=b)], dim=1)
+                      repeat(mask, "t c h w -> (b t) c h w", b=b),
+                      repeat(offset, "t c h w -> (b t) c h w", b=b)], dim=1)
+
+
+def hint_keyframe(hint: torch.Tensor) -> torch.Tensor:
+    return hint[:, :-HINT_EXTRA_CHANNELS]
+
+
+def hint_mask(hint: torch.Tensor) -> torch.Tensor:
+    return hint[:, -2:-1]
+
+
+def hint_offset(hint: torch.Tensor) -> torch.Tensor:
+    return hint[:, -1:]
 
 
 def appearance_model_conds(keyframes_raw: torch.Tensor, num_frames: int, key_index: int, strength: float) -> dict:

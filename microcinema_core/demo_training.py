@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--noise-prior-lambda", type=float, default=0.03)
     parser.add_argument("--no-appearnet", action="store_true")
+    parser.add_argument("--text-sign", type=int, default=2,
+                        help="k text-read signs of the frame offset fed to AppearNet (ModuleConfig.motion_text_sign)")
     parser.add_argument("--base", type=Path, help="narrow UNet of phase image (default: OUT/unet.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     batch = args.batch or (64 if args.phase == "image" else 8)
     trainer = DemoTrainer(args.out, args.phase, args.lr, batch, args.noise_prior_lambda, not args.no_appearnet,
-                          args.seed, args.base)
+                          args.seed, args.base, args.text_sign)
     trainer.train(args.steps)
     return 0
 

@@ -98,4 +98,12 @@ def read_layout(unet: nn.Module) -> UNetLayout:
             raise ValueError(f"AppearNet mapping: {info.key} has {info.channels} channels but its source "
                              f"{source[info.key]} has {wanted}")
     return UNetLayout(tuple(inputs), middle, tuple(outputs), getattr(unet, "model_channels", 0),
-                      getattr(unet, "context_dim", None), source)
+                      _context_dim(unet), source)
+
+
+def _context_dim(unet: nn.Module) -> int | None:
+    """Width of the text tokens the UNet cross-attends to (ComfyUI's UNetModel does not keep its context_dim)."""
+    for layer in unet.modules():
+        if isinstance(layer, SpatialTransformer):
+            return layer.transformer_blocks[0].attn2.to_k.in_features
+    return getattr(unet, "context_dim", None)

@@ -6,6 +6,9 @@
     inject.<block>.attn                additive projection after the block's spatial attention
     appearnet.*                        AppearNet: hint_in zero conv + a copy of time_embed, input_blocks and
                                        middle_block (SD key names) + their own temporal layers
+    appearnet.text_sign                (optional, our addition) Linear(context_dim -> k): k numbers per frame read
+                                       from its prompt, each multiplying offset x keyframe into k more hint_in
+                                       inputs (see AppearNet)
 
 <block> is ``input.<i>``, ``middle`` or ``output.<j>`` (indices of the SD UNet's blocks). The spatial UNet is
 not part of this module: it stays the user's SD model, so LoRAs, ControlNets and patches keep working on it.
@@ -21,7 +24,8 @@ from torch import nn
 from .layout import BlockInfo, UNetLayout, read_layout
 from .temporal import ResBlockTemporal, TemporalTransformer
 
-HINT_CHANNELS_EXTRA = 1  # keyframe-position mask channel appended to the keyframe latent
+HINT_CHANNELS_EXTRA = 1  # hint_in reads the keyframe latent and the keyframe-position mask (+ text-sign inputs)
+TEXT_SIGN_LR_SCALE = 20.0  # trainers give appearnet.text_sign this many times the module's learning rate
 
 
 @dataclass
@@ -35,6 +39,7 @@ class ModuleConfig:
     motion_mid_block: bool = True
     appearnet: bool = True
     latent_channels: int = 4
+    motion_text_sign: int = 0  # k: text-read signs of the frame offset fed to AppearNet (0: none, as in the paper)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,15 +132,26 @@ def _uninitialised_memo(modules, dtype, device) -> dict:
 
 
 class AppearNet(nn.Module):
-    """A ControlNet-like copy of the video UNet's encoder + middle block, fed z_t + ZeroConv(hint)."""
+    """A ControlNet-like copy of the video UNet's encoder + middle block, fed z_t + ZeroConv(hint).
+
+    Text sign (``motion_text_sign`` = k > 0, our addition, not in the paper): the paper's AppearNet sees the
+    keyframe but not the prompt's direction word, and the temporal layers, trained on the demo data, did not learn
+    to read it from cross-attention (docs/benchmarks.md). Here k learned numbers per frame, a linear map of the
+    mean token of the frame's prompt, each multiply (frame offset from the keyframe) x keyframe latent into one
+    more group of hint_in inputs: a ready-made "shift the keyframe this way, this much by this frame" signal. Its
+    hint_in weights start at zero, so a fresh or converted module computes exactly what it did without it."""
 
     zero_init = ("hint_in",)
 
     def __init__(self, unet: nn.Module, layout: UNetLayout, cfg: ModuleConfig, operations, dtype, device,
                  copy_weights: bool):
         super().__init__()
-        hint_channels = cfg.latent_channels + HINT_CHANNELS_EXTRA
+        hint_channels = cfg.latent_channels + HINT_CHANNELS_EXTRA + cfg.motion_text_sign * cfg.latent_channels
         self.hint_in = operations.Conv2d(hint_channels, cfg.latent_channels, 3, padding=1, dtype=dtype, device=device)
+        if cfg.motion_text_sign and not layout.context_dim:
+            raise ValueError("motion_text_sign needs a UNet with cross-attention (no text context width found)")
+        self.text_sign = operations.Linear(layout.context_dim, cfg.motion_text_sign, dtype=dtype, device=device) \
+            if cfg.motion_text_sign else None
         # Same classes and key names as the main UNet's encoder; initialised from it (as ControlNet does).
         parts = (unet.time_embed, unet.input_blocks, unet.middle_block)
         # When a checkpoint will fill the weights, copy the layers but not their data: each parameter and buffer
@@ -197,4 +213,8 @@ def build_module(unet: nn.Module, cfg: ModuleConfig, operations, dtype=None, dev
     if fresh:
         skip = ("appearnet.time_embed", "appearnet.input_blocks", "appearnet.middle_block")
         initialise_new_weights(module, skip_prefixes=skip)
+        text_sign = module.appearnet.text_sign if module.appearnet is not None else None
+        if text_sign is not None:  # unit-variance signs for unit-scale tokens (the hint_in side is what starts at 0)
+            nn.init.normal_(text_sign.weight, std=text_sign.in_features ** -0.5)
+            nn.init.zeros_(text_sign.bias)
     return module

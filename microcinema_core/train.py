@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None):
         "text_dropout": "probability of an empty caption (classifier-free guidance)",
         "train_spatial": "also train the SD UNet", "from_scratch": "re-initialise the SD UNet (implies training it)",
         "keyframe": "center (paper) or random keyframe position per clip",
+        "motion_text_sign": "k learned signs read from the prompt, times frame offset x keyframe, as extra AppearNet "
+                            "inputs (our addition for direction words; 0: the paper's design; ignored with --module-init)",
     }
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra":

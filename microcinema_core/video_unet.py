@@ -9,7 +9,7 @@ attention patches) and adds, per block: pseudo-3D ResBlocks, a temporal transfor
 
 Conditioning arrives as keyword arguments (ComfyUI model conds, see ``conditioning.py``):
   mc_num_frames  int, frames per video (T); the batch is [(groups * videos * T), ...]
-  mc_hint        [N, latent_channels + 1, h, w] keyframe latent (model space) + keyframe-position mask
+  mc_hint        [N, latent_channels + 2, h, w] keyframe latent (model space), keyframe-position mask, frame offset
   mc_strength    [N] AppearNet strength per frame (0 switches it off)
 """
 from __future__ import annotations
@@ -20,10 +20,12 @@ import comfy.model_management
 import comfy.patcher_extension
 import torch
 import torch.utils.checkpoint
+from einops import rearrange
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample, apply_control, timestep_embedding
 from torch import nn
 
+from .conditioning import hint_keyframe, hint_mask, hint_offset
 from .context_windows import ContextSettings, fuse_weights, window_indices, with_keyframe
 from .layout import BlockInfo
 from .module import MicroCinemaModule, block_entry
@@ -177,6 +179,20 @@ class VideoUNet(nn.Module):
             return None, None  # strength 0: AppearNet is off; skip its cost entirely
         return self.run_appearnet(x, timesteps, context, y, hint.to(x), num_frames, transformer_options), strength
 
+    def _hint_inputs(self, hint: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """What hint_in reads: keyframe latent + mask, then (text sign, see AppearNet) offset x keyframe x sign_i
+        for each of the k signs read from the frame's prompt."""
+        net = self.microcinema.appearnet
+        keyframe = hint_keyframe(hint)
+        inputs = [keyframe, hint_mask(hint)]
+        if net.text_sign is not None:
+            # [N, k]: one prompt per frame after batching (no context at all: no sign, as at strength 0 of it)
+            signs = net.text_sign(context.to(hint).mean(dim=1)) if context is not None else \
+                hint.new_zeros(hint.shape[0], net.text_sign.out_features)
+            moved = keyframe * hint_offset(hint)
+            inputs += [moved * rearrange(sign, "n -> n 1 1 1") for sign in signs.unbind(dim=1)]
+        return torch.cat(inputs, dim=1)
+
     def run_appearnet(self, x, timesteps, context, y, hint, num_frames, transformer_options) -> dict:
         """AppearNet over z_t + ZeroConv(hint): the video embedding of every encoder block and the middle."""
         net, layout = self.microcinema.appearnet, self.layout
@@ -186,7 +202,7 @@ class VideoUNet(nn.Module):
         emb = net.time_embed(timestep_embedding(timesteps, self.model_channels, repeat_only=False).to(x.dtype))
         if self.num_classes is not None:
             emb = emb + self.label_emb(y)
-        h = x + net.hint_in(hint)
+        h = x + net.hint_in(self._hint_inputs(hint, context))
         out = {}
         for info, seq in zip(layout.input, net.input_blocks):
             options["block"] = ("input", info.index)
@@ -248,10 +264,10 @@ def _take_frames(value, index: torch.Tensor, batch: int):
 
 
 def _keyframe_index(hint: Optional[torch.Tensor], num_frames: int) -> Optional[int]:
-    """The frame whose keyframe-position mask (last hint channel) is set, in the first video."""
+    """The frame whose keyframe-position mask is set, in the first video."""
     if hint is None:
         return None
-    mask = hint[:num_frames, -1].flatten(1).amax(1)
+    mask = hint_mask(hint[:num_frames]).flatten(1).amax(1)
     return int(mask.argmax()) if bool(mask.max() > 0) else None
 
 

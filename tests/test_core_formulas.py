@@ -295,7 +295,7 @@ def test_attention_injection(mc, video):
 
 def test_appearnet_input_is_latent_plus_zero_conv_of_hint(mc):
     """AppearNet runs the encoder + middle (here without temporal layers: a bitwise copy of the UNet's) on
-    z_t + Conv3x3(hint)."""
+    z_t + Conv3x3(keyframe latent, mask): the hint's last channel (frame offset) is read only by the text sign."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import forward_timestep_embed
 
     module_mod, video_unet = sub("module"), sub("video_unet")
@@ -307,13 +307,13 @@ def test_appearnet_input_is_latent_plus_zero_conv_of_hint(mc):
     g = _gen(27)
     n, frames = 4, 2
     x = torch.randn(n, 4, 8, 8, generator=g)
-    hint = torch.randn(n, 5, 8, 8, generator=g)
+    hint = torch.randn(n, 6, 8, 8, generator=g)
     timesteps = torch.rand(n, generator=g) * 999
     context = torch.randn(n, 3, 64, generator=g)
     with torch.no_grad():
         out = model.run_appearnet(x, timesteps, context, None, hint, frames, {})
         conv = module.appearnet.hint_in
-        h = x + torch.nn.functional.conv2d(hint, conv.weight, conv.bias, padding=1)
+        h = x + torch.nn.functional.conv2d(hint[:, :5], conv.weight, conv.bias, padding=1)
         emb = _emb(unet, timesteps)
         expected = {}
         for i, seq in enumerate(unet.input_blocks):
@@ -431,12 +431,13 @@ def test_appearance_hint(mc):
     videos, frames, key = 2, 5, 3
     keyframes = torch.randn(videos, 4, 3, 4, generator=g)
     hint = conditioning.appearance_hint(keyframes, frames, key)
-    assert hint.shape == (videos * frames, 5, 3, 4)
+    assert hint.shape == (videos * frames, 6, 3, 4)
     for b in range(videos):
         for t in range(frames):
             row = hint[b * frames + t]
             assert torch.equal(row[:4], keyframes[b])
             assert torch.equal(row[4], torch.full((3, 4), 1.0 if t == key else 0.0))
+            _close(row[5], torch.full((3, 4), (t - key) / frames), tol=1e-7)
 
 
 def test_appearance_model_conds(mc):
@@ -450,4 +451,5 @@ def test_appearance_model_conds(mc):
     hint = conds["mc_hint"].cond
     _close(hint[:4, :4], _d(raw[0]).expand(4, -1, -1, -1) * 0.18215, tol=1e-6)
     assert torch.equal(hint[:, 4, 0, 0], torch.tensor([1.0, 0, 0, 0, 1.0, 0, 0, 0]))
+    _close(hint[:, 5, 0, 0], torch.tensor([0, 0.25, 0.5, 0.75] * 2), tol=1e-7)
     assert torch.equal(conds["mc_strength"].cond, torch.full((8,), 0.8))

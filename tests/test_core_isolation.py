@@ -39,7 +39,7 @@ def _batch(videos: int, seed: int, strength: float = 1.0):
         "x": torch.randn(n, 4, SIZE, SIZE, generator=g),
         "timesteps": (torch.rand(videos, generator=g) * 999).repeat_interleave(FRAMES),
         "context": torch.randn(n, 5, 64, generator=g),
-        "mc_hint": torch.randn(n, 5, SIZE, SIZE, generator=g),
+        "mc_hint": torch.randn(n, 6, SIZE, SIZE, generator=g),
         "mc_strength": torch.full((n,), strength),
     }
 

@@ -27,7 +27,7 @@ def _inputs(cfg: dict, seed: int = 1):
     x = torch.randn(n, 4, SIZE, SIZE, generator=g)
     timesteps = torch.rand(n, generator=g) * 999
     context = torch.randn(n, 5, cfg["context_dim"], generator=g)
-    hint = torch.randn(n, 5, SIZE, SIZE, generator=g)
+    hint = torch.randn(n, 6, SIZE, SIZE, generator=g)  # keyframe latent, mask, frame offset
     return x, timesteps, context, hint
 
 
@@ -63,6 +63,7 @@ def base(request, mc):
 
 MODULE_CONFIGS = {
     "full": {},
+    "text_sign": {"motion_text_sign": 2},
     "no_appearnet": {"appearnet": False},
     "convs_only": {"motion_modules": False, "appearnet": False},
     "motion_only": {"temporal_convs": False, "appearnet": False},
@@ -93,7 +94,7 @@ def test_zero_init_layers_alone_give_parity(mc, base):
     module_mod, video_unet = sub("module"), sub("video_unet")
     name, cfg, unet, (x, timesteps, context, hint), reference = base
     with torch.no_grad():
-        module = module_mod.build_module(unet, module_mod.ModuleConfig(), comfy.ops.manual_cast)
+        module = module_mod.build_module(unet, module_mod.ModuleConfig(motion_text_sign=2), comfy.ops.manual_cast)
         randomize(module, seed=11, std=0.1, skip_zero_init=True)
         video = video_unet.VideoUNet(unet, module)
         for strength in (0.0, 1.0, 2.5):

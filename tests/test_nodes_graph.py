@@ -143,7 +143,7 @@ def test_keyframe_position_reaches_the_model(run_graph, tiny_sd_checkpoint, keyf
     _, i2v = stage2(g, ckpt, image.out(0), position=position, index=index)
     result = run_graph(g, outputs=[i2v])
     hint = result.output(i2v.id, 0)[0][1]["model_conds"]["mc_hint"].cond
-    mask = hint[:, -1].flatten(1).amax(1)
+    mask = hint[:, -2].flatten(1).amax(1)  # channels: keyframe latent, mask, offset
     assert mask.tolist() == [1.0 if t == expected else 0.0 for t in range(FRAMES)]
 
 

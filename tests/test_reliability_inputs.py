@@ -120,7 +120,7 @@ def test_length_one_keyframe_positions(run_graph, tiny_sd_checkpoint, tally, pos
     result = run_graph(g, outputs=[refs["i2v"]])
     tally.add("inputs")
     hint = result.output(refs["i2v"].id, 0)[0][1]["model_conds"]["mc_hint"].cond
-    assert hint.shape[0] == 1 and hint[0, -1].max().item() == 1.0
+    assert hint.shape[0] == 1 and hint[0, -2].max().item() == 1.0
 
 
 # -- widget values: refused before anything runs (HTTP 400 on the server) ------------------------------------

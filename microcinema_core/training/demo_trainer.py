@@ -13,7 +13,7 @@ import torch
 from .. import checkpoint, demo_vae, narrow, noise_prior, tiny_models
 from ..conditioning import appearance_hint
 from ..module import ModuleConfig
-from . import synthetic
+from . import optim, synthetic
 
 log = logging.getLogger("microcinema.demo_training")
 
@@ -69,7 +69,7 @@ def weighted_mse(pred: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> t
 
 class DemoTrainer:
     def __init__(self, out: Path, phase: str, lr: float, batch: int, noise_prior_lambda: float,
-                 appearnet: bool, seed: int, base: Path | None):
+                 appearnet: bool, seed: int, base: Path | None, text_sign: int = 2):
         self.out, self.phase, self.batch, self.lam = out, phase, batch, noise_prior_lambda
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
@@ -79,7 +79,8 @@ class DemoTrainer:
         if phase == "video":
             sd, _ = checkpoint.read_safetensors(str(base))
             self.unet.load_state_dict({k: v.float() for k, v in sd.items()})
-            self.module = narrow.build_narrow_module(self.unet, ModuleConfig(appearnet=appearnet))
+            cfg = ModuleConfig(appearnet=appearnet, motion_text_sign=text_sign if appearnet else 0)
+            self.module = narrow.build_narrow_module(self.unet, cfg)
             self.unet.requires_grad_(False)
             from ..video_unet import VideoUNet
 
@@ -90,8 +91,7 @@ class DemoTrainer:
             self.net = self.unet
             self.trainable = self.unet
         self.params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
-        self.lr = lr
+        self.optimizer = optim.adamw(self.trainable, lr, weight_decay=1e-2)
         self.abar = alphas_cumprod()
         self.text = encode_captions(captions())
         self.step = 0
@@ -160,7 +160,7 @@ class DemoTrainer:
         started = time.time()
         while self.step < steps:
             for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * min(1.0, (self.step + 1) / warmup)
+                group["lr"] = group["base_lr"] * min(1.0, (self.step + 1) / warmup)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.loss()
             loss.backward()

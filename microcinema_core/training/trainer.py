@@ -30,6 +30,7 @@ from ..conditioning import appearance_hint
 from ..module import ModuleConfig, build_module, initialise_new_weights
 from ..patching import MODULE_OPERATIONS
 from ..video_unet import VideoUNet
+from . import optim
 from .data import VideoFolderDataset
 
 log = logging.getLogger("microcinema.train")
@@ -55,6 +56,7 @@ class TrainConfig:
     train_spatial: bool = False
     from_scratch: bool = False
     appearnet: bool = True
+    motion_text_sign: int = 2         # k text-read signs of the frame offset into AppearNet (0: the paper's design)
     keyframe: str = "center"          # center | random (random positions teach the mask channel)
     mixed_precision: str = "auto"     # auto (bf16 on CUDA) | no | fp16 | bf16
     gradient_checkpointing: str = "auto"  # auto (on for CUDA) | yes | no
@@ -111,7 +113,7 @@ class Trainer:
 
         if cfg.from_scratch:
             initialise_new_weights(self.unet)
-        module_cfg = ModuleConfig(appearnet=cfg.appearnet)
+        module_cfg = ModuleConfig(appearnet=cfg.appearnet, motion_text_sign=cfg.motion_text_sign if cfg.appearnet else 0)
         if cfg.module_init:
             sd, meta = checkpoint.read_safetensors(cfg.module_init)
             if checkpoint.checkpoint_kind(sd) == "full":
@@ -126,7 +128,7 @@ class Trainer:
         for p in self.unet.parameters():
             p.requires_grad_(cfg.train_spatial)
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = optim.adamw(self.net, cfg.lr, cfg.weight_decay)
         self.autocast = _autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler(enabled=self.autocast == torch.float16 and self.device.type == "cuda")
         self.data = VideoFolderDataset(Path(cfg.data), cfg.frames, cfg.stride, cfg.size, cfg.seed)

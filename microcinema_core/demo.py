@@ -39,7 +39,7 @@ DEMO_PROMPT = "a red circle moving left"
 def demo_module_config():
     from .module import ModuleConfig
 
-    return ModuleConfig()
+    return ModuleConfig(motion_text_sign=2)  # as the trained demo (demo_training's --text-sign default)
 
 
 def base_state_dict(unet_sd_wide: dict[str, torch.Tensor], dtype=torch.float16) -> dict[str, torch.Tensor]:

@@ -201,10 +201,6 @@ def demo_videos(demo, run_graph, comfy_dirs) -> dict[str, tuple[np.ndarray, list
 
 
 @pytest.mark.training
-@pytest.mark.xfail(strict=False, reason="known gap (issue 6): the shipped demo model (1800 CPU training steps) moves "
-                   "the object, but in the prompted direction only at about chance level (5/20 here, 6/16 in a "
-                   "separate evaluation), not the 16/20 asked for; benchmarks/direction_probe.py shows the model does "
-                   "not use the direction word (docs/benchmarks.md); the test keeps measuring it")
 def test_motion_follows_the_prompt(demo_videos):
     synthetic, metrics = sub("training.synthetic"), sub("training.video_metrics")
     good, report = 0, []

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampling-steps", type=int, default=12)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--text-sign", type=int, default=2,
+                        help="k of the text sign in the AppearNet-on variants (as the shipped demo; 0: the paper's design)")
     args = parser.parse_args(argv)
     if args.clips < 2 or args.real < 2:
         parser.error("--clips and --real need at least 2 clips each (the Frechet distance needs a covariance)")
@@ -80,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{base} is missing: the ablation starts from the shipped stage-1 UNet")
     variants = [(lam, app) for lam in LAMBDAS for app in (True, False)]
     t0 = time.time()
+    def run_dir(lam: float, app: bool) -> Path:
+        return args.run_dir / (f"lambda{lam}_appearnet{int(app)}" + (f"_sign{args.text_sign}" if app else ""))
+
     for lam, app in variants:
-        out = args.run_dir / f"lambda{lam}_appearnet{int(app)}"
-        trainer = trainer_lib.DemoTrainer(out, "video", 5e-4, args.batch, lam, app, seed=0, base=base)
+        out = run_dir(lam, app)
+        trainer = trainer_lib.DemoTrainer(out, "video", 5e-4, args.batch, lam, app, seed=0, base=base,
+                                          text_sign=args.text_sign)
         if trainer.step < args.steps:
             print(f"training lambda={lam} appearnet={'on' if app else 'off'} ({args.steps} steps)", flush=True)
             trainer.train(args.steps)
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     t1 = time.time()
     for lam, app in variants:
-        out = args.run_dir / f"lambda{lam}_appearnet{int(app)}"
+        out = run_dir(lam, app)
         unet, module = narrow.load_twin(str(base), str(out / "module.safetensors"))
         patched = sampler.with_twin(unet, module)
         for gamma in GAMMAS:
@@ -115,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                          directed / len(eval_specs)))
             print(f"  lambda={lam:<4} appearnet={'on ' if app else 'off'} gamma={gamma:<4}  "
                   f"FD={rows[-1][3]:.4f}  SSIM={rows[-1][4]:.3f}  dir={rows[-1][5]:.2f}", flush=True)
-    print(f"\nNoise-prior ablation ({args.steps} training steps x {args.batch} clips per variant, {args.clips} "
+    print(f"\nNoise-prior ablation ({args.steps} training steps x {args.batch} clips per variant, text sign "
+          f"k={args.text_sign} with AppearNet, {args.clips} "
           f"held-out clips per cell, {args.sampling_steps} euler steps, cfg {args.cfg}; train {train_seconds:.0f} s, "
           f"sample {time.time() - t1:.0f} s; microcinema_core {getattr(mc, 'FORMAT_VERSION', '?')})")
     print("| train lambda | AppearNet | " + " | ".join(f"gamma {g}: FD / SSIM / dir" for g in GAMMAS) + " |")

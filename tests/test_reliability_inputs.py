@@ -87,7 +87,7 @@ def test_odd_keyframes_sample(run_graph, tiny_sd_checkpoint, test_image_node, ta
     frames = result[refs["decode"].id]
     assert frames.shape == (videos * length, height, width, 3)
     hint = result.output(refs["i2v"].id, 0)[0][1]["model_conds"]["mc_hint"].cond
-    assert hint.shape == (videos * length, 5, height // 8, width // 8)
+    assert hint.shape == (videos * length, 6, height // 8, width // 8)  # keyframe latent, mask, offset
     if videos > 1:  # one video per keyframe, each with its own keyframe latent
         firsts = [hint[v * length, :4] for v in range(videos)]
         assert all(not torch.equal(firsts[0], other) for other in firsts[1:])

@@ -24,7 +24,7 @@ from torch import nn
 from .layout import BlockInfo, UNetLayout, read_layout
 from .temporal import ResBlockTemporal, TemporalTransformer
 
-HINT_CHANNELS_EXTRA = 1  # hint_in reads the keyframe latent and the keyframe-position mask (+ text-sign inputs)
+KEYFRAME_MASK_CHANNELS = 1  # hint_in reads the keyframe latent, its position mask (+ the text sign's inputs)
 TEXT_SIGN_LR_SCALE = 20.0  # trainers give appearnet.text_sign this many times the module's learning rate
 
 
@@ -40,6 +40,10 @@ class ModuleConfig:
     appearnet: bool = True
     latent_channels: int = 4
     motion_text_sign: int = 0  # k: text-read signs of the frame offset fed to AppearNet (0: none, as in the paper)
+
+    def __post_init__(self) -> None:
+        if not self.appearnet:
+            self.motion_text_sign = 0  # the text sign is an AppearNet input: nothing to feed without AppearNet
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,7 +150,7 @@ class AppearNet(nn.Module):
     def __init__(self, unet: nn.Module, layout: UNetLayout, cfg: ModuleConfig, operations, dtype, device,
                  copy_weights: bool):
         super().__init__()
-        hint_channels = cfg.latent_channels + HINT_CHANNELS_EXTRA + cfg.motion_text_sign * cfg.latent_channels
+        hint_channels = cfg.latent_channels + KEYFRAME_MASK_CHANNELS + cfg.motion_text_sign * cfg.latent_channels
         self.hint_in = operations.Conv2d(hint_channels, cfg.latent_channels, 3, padding=1, dtype=dtype, device=device)
         if cfg.motion_text_sign and not layout.context_dim:
             raise ValueError("motion_text_sign needs a UNet with cross-attention (no text context width found)")

@@ -140,3 +140,11 @@ def test_context_windows_see_each_frame_true_offset(mc):
         values = {round(v, 6) for v in offsets.tolist()}
         assert values <= true and round(0.0, 6) in values  # the keyframe rides along in every window
     assert set().union(*({round(v, 6) for v in o.tolist()} for o in seen)) == true
+
+
+def test_no_text_sign_without_appearnet(mc):
+    """The text sign is an AppearNet input: a configuration without AppearNet carries k = 0, whatever was asked,
+    so its saved metadata agrees with what detect_config reads from the weights."""
+    module_mod = sub("module")
+    assert module_mod.ModuleConfig(appearnet=False, motion_text_sign=2).motion_text_sign == 0
+    assert module_mod.ModuleConfig(motion_text_sign=2).motion_text_sign == 2

@@ -79,7 +79,7 @@ class DemoTrainer:
         if phase == "video":
             sd, _ = checkpoint.read_safetensors(str(base))
             self.unet.load_state_dict({k: v.float() for k, v in sd.items()})
-            cfg = ModuleConfig(appearnet=appearnet, motion_text_sign=text_sign if appearnet else 0)
+            cfg = ModuleConfig(appearnet=appearnet, motion_text_sign=text_sign)
             self.module = narrow.build_narrow_module(self.unet, cfg)
             self.unet.requires_grad_(False)
             from ..video_unet import VideoUNet

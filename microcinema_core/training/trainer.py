@@ -113,7 +113,7 @@ class Trainer:
 
         if cfg.from_scratch:
             initialise_new_weights(self.unet)
-        module_cfg = ModuleConfig(appearnet=cfg.appearnet, motion_text_sign=cfg.motion_text_sign if cfg.appearnet else 0)
+        module_cfg = ModuleConfig(appearnet=cfg.appearnet, motion_text_sign=cfg.motion_text_sign)
         if cfg.module_init:
             sd, meta = checkpoint.read_safetensors(cfg.module_init)
             if checkpoint.checkpoint_kind(sd) == "full":

@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sampling-steps", type=int, default=12)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--text-sign", type=int, default=2,
-                        help="k of the text sign in the AppearNet-on variants (as the shipped demo; 0: the paper's design)")
+    parser.add_argument("--text-sign", type=int, default=None,
+                        help="k of the text sign in the AppearNet-on variants (default: the shipped demo's; 0: the paper's design)")
     args = parser.parse_args(argv)
     if args.clips < 2 or args.real < 2:
         parser.error("--clips and --real need at least 2 clips each (the Frechet distance needs a covariance)")
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer_lib, narrow = sub("training.demo_trainer"), sub("narrow")
     from demo_sampling import DemoSampler  # noqa: E402
 
+    if args.text_sign is None:
+        args.text_sign = demo.TEXT_SIGN
     base = demo.NARROW_UNET
     if not base.is_file():
         raise SystemExit(f"{base} is missing: the ablation starts from the shipped stage-1 UNet")

@@ -33,13 +33,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 NARROW_UNET = WEIGHTS_DIR / "demo_unet_narrow.safetensors"
 NARROW_MODULE = WEIGHTS_DIR / "demo_module_narrow.safetensors"
 CLIP_SEED = 1
+TEXT_SIGN = 2  # k of the demo module's text sign (ModuleConfig.motion_text_sign)
 DEMO_PROMPT = "a red circle moving left"
 
 
 def demo_module_config():
     from .module import ModuleConfig
 
-    return ModuleConfig(motion_text_sign=2)  # as the trained demo (demo_training's --text-sign default)
+    return ModuleConfig(motion_text_sign=TEXT_SIGN)
 
 
 def base_state_dict(unet_sd_wide: dict[str, torch.Tensor], dtype=torch.float16) -> dict[str, torch.Tensor]:

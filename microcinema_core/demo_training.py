@@ -19,6 +19,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .demo import TEXT_SIGN
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--noise-prior-lambda", type=float, default=0.03)
     parser.add_argument("--no-appearnet", action="store_true")
-    parser.add_argument("--text-sign", type=int, default=2,
+    parser.add_argument("--text-sign", type=int, default=TEXT_SIGN,
                         help="k text-read signs of the frame offset fed to AppearNet (ModuleConfig.motion_text_sign)")
     parser.add_argument("--base", type=Path, help="narrow UNet of phase image (default: OUT/unet.safetensors)")
     parser.add_argument("--seed", type=int, default=0)

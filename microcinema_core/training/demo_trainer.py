@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint, demo_vae, narrow, noise_prior, tiny_models
+from .. import checkpoint, demo, demo_vae, narrow, noise_prior, tiny_models
 from ..conditioning import appearance_hint
 from ..module import ModuleConfig
 from . import optim, synthetic
@@ -31,9 +31,7 @@ def encode_captions(texts: list[str]) -> dict[str, torch.Tensor]:
     """Text embeddings from the demo CLIP-L through ComfyUI's own text encoder (the one the workflows use)."""
     import comfy.sd
 
-    from ..demo import CLIP_SEED
-
-    sd = tiny_models.random_state_dict(tiny_models.clip_l_shapes(), CLIP_SEED, "cond_stage_model.transformer.",
+    sd = tiny_models.random_state_dict(tiny_models.clip_l_shapes(), demo.CLIP_SEED, "cond_stage_model.transformer.",
                                        torch.float16)
     sd.update(tiny_models.random_state_dict(tiny_models.unet_shapes(tiny_models.TINY_SD15_UNET), 0,
                                             "model.diffusion_model.", torch.float16))
@@ -69,7 +67,7 @@ def weighted_mse(pred: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> t
 
 class DemoTrainer:
     def __init__(self, out: Path, phase: str, lr: float, batch: int, noise_prior_lambda: float,
-                 appearnet: bool, seed: int, base: Path | None, text_sign: int = 2):
+                 appearnet: bool, seed: int, base: Path | None, text_sign: int = demo.TEXT_SIGN):
         self.out, self.phase, self.batch, self.lam = out, phase, batch, noise_prior_lambda
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
@@ -182,8 +180,6 @@ class DemoTrainer:
 
 def publish(out: Path, weights_dir: Path | None = None) -> None:
     """fp16 copies of a run's weights where ``demo.py`` builds the demo files from (the repository's by default)."""
-    from .. import demo
-
     weights_dir = weights_dir or demo.WEIGHTS_DIR
     NARROW_UNET, NARROW_MODULE = weights_dir / demo.NARROW_UNET.name, weights_dir / demo.NARROW_MODULE.name
     NARROW_UNET.parent.mkdir(parents=True, exist_ok=True)

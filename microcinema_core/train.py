@@ -1,8 +1,11 @@
 """Train MicroCinema: ``python -m microcinema_core.train --base sd15.safetensors --data videos/ --out runs/a``.
 
-Runs again with the same --out resume from the last checkpoint. The run folder gets module.safetensors (put
-it in ComfyUI's models/microcinema and use 'MicroCinema Apply Module' on the same base), full.safetensors when
-the spatial UNet trains too (for 'MicroCinema Checkpoint Loader'), loss.jsonl and the resume state.
+On several GPUs or nodes, launch the same command with torchrun (data-parallel, DDP):
+    torchrun --nproc_per_node 8 -m microcinema_core.train --base ... --data ... --out ...
+Runs again with the same --out resume from the last checkpoint, on any number of ranks. The run folder gets
+module.safetensors (put it in ComfyUI's models/microcinema and use 'MicroCinema Apply Module' on the same base),
+full.safetensors when the spatial UNet trains too (for 'MicroCinema Checkpoint Loader'), loss.jsonl and the
+resume state. docs/training.md has the whole recipe.
 """
 from __future__ import annotations
 
@@ -13,36 +16,57 @@ import sys
 
 from .comfy_env import ensure_comfy
 
+HELP = {
+    "base": "SD1.x/SD2.x checkpoint (.safetensors) with UNet, text encoder and VAE",
+    "data": "training clips: a folder (clip.mp4 + clip.txt, or frame folders with caption.txt), a .csv/.parquet "
+            "manifest (path,caption[,fps,frames]; WebVid's columns accepted), .tar shards (a file, a folder of "
+            "them, or shards/{000..099}.tar), or a latent cache from python -m microcinema_core.precompute",
+    "out": "run folder (checkpoints, loss.jsonl, resume state)",
+    "video_root": "folder a manifest's relative paths start from (WebVid: <video-root>/<page_dir>/<videoid>.mp4)",
+    "frames": "frames per training clip", "stride": "take every stride-th frame of the source video",
+    "fps": "if > 0, sample frames at this rate (seconds-based) instead of every stride-th frame",
+    "size": "training resolution (square; shorter side resized, centre crop)",
+    "batch_size": "clips per rank per micro-batch (the global batch is ranks x batch-size x grad-accum)",
+    "grad_accum": "micro-batches per optimisation step", "steps": "optimisation steps in all (a resumed run "
+    "continues up to this number)", "lr": "AdamW learning rate", "warmup_steps": "linear learning-rate warm-up",
+    "weight_decay": "AdamW weight decay", "max_grad_norm": "gradient clipping norm",
+    "noise_prior_lambda": "Appearance Noise Prior lambda in training (paper: 0.03)",
+    "text_dropout": "probability of an empty caption (classifier-free guidance)",
+    "train_spatial": "also train the SD UNet", "from_scratch": "re-initialise the SD UNet (implies training it)",
+    "appearnet": "train with the Appearance Injection Network",
+    "motion_text_sign": "k learned signs read from the prompt, times frame offset x keyframe, as extra AppearNet "
+                        "inputs (our addition for direction words; 0: the paper's design; ignored with --module-init)",
+    "keyframe": "center (paper), random, or mixed (centre half of the time) keyframe position per clip",
+    "loss_weighting": "mse (the paper) or snr20 (1 + min(1/SNR, 20), what the demo trains with)",
+    "mixed_precision": "auto (bf16 on CUDA, none on CPU), no, fp16 or bf16",
+    "frozen_dtype": "storage of the frozen UNet: auto (bf16 on CUDA), fp32, bf16, fp16",
+    "gradient_checkpointing": "auto (on for CUDA), yes or no",
+    "optimizer": "adamw (fused on CUDA) or adamw8bit (bitsandbytes, CUDA, where installed)",
+    "workers": "DataLoader worker processes per rank (0: load in the training process)",
+    "save_every": "checkpoint every N steps", "log_every": "log every N steps", "seed": "the run's seed: every "
+    "sample's clip, window, keyframe, caption drop, noise and timestep derive from it and the sample's number",
+    "module_init": "start from an existing module or full MicroCinema checkpoint (.safetensors)",
+    "device": "auto (cuda:LOCAL_RANK where CUDA exists, else cpu), cpu, cuda, cuda:1...",
+}
+
 
 def parse_args(argv: list[str] | None):
     from .training.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m microcinema_core.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    help_text = {
-        "base": "SD1.x/SD2.x checkpoint (.safetensors) with UNet, text encoder and VAE",
-        "data": "folder of captioned videos: clip.mp4 + clip.txt, or frame folders with caption.txt",
-        "out": "run folder (checkpoints, loss.jsonl, resume state)",
-        "noise_prior_lambda": "Appearance Noise Prior lambda in training (paper: 0.03)",
-        "text_dropout": "probability of an empty caption (classifier-free guidance)",
-        "train_spatial": "also train the SD UNet", "from_scratch": "re-initialise the SD UNet (implies training it)",
-        "keyframe": "center (paper) or random keyframe position per clip",
-        "motion_text_sign": "k learned signs read from the prompt, times frame offset x keyframe, as extra AppearNet "
-                            "inputs (our addition for direction words; 0: the paper's design; ignored with --module-init)",
-    }
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra":
             continue
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text.get(f.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=HELP.get(f.name))
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, required=required, default=None if required else f.default,
-                                help=help_text.get(f.name))
-    args = parser.parse_args(argv)
-    values = {k: v for k, v in vars(args).items()}
+                                help=HELP.get(f.name))
+    values = dict(vars(parser.parse_args(argv)))
     if values.get("from_scratch"):
         values["train_spatial"] = True
     return TrainConfig(**values)
@@ -61,11 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ensure_comfy()
     cfg = parse_args(argv)
+    from .training import distributed
     from .training.trainer import Trainer
 
-    trainer = Trainer(cfg)
-    loss = trainer.train()
-    logging.info("done: step %d, last loss %.5f, checkpoints in %s", trainer.step, loss, cfg.out)
+    dist = distributed.setup(cfg.device)
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 speaks for the run
+    try:
+        trainer = Trainer(cfg, dist)
+        loss = trainer.train()
+        if dist.is_main:
+            logging.info("done: step %d, last loss %.5f, checkpoints in %s", trainer.step, loss, cfg.out)
+    finally:
+        dist.close()
     return 0
 
 

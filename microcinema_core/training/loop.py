@@ -1,0 +1,283 @@
+"""The one MicroCinema training loop (python -m microcinema_core.train and the demo trainer both run it).
+
+Per optimisation step, every rank takes its micro-batches of sample ordinals (seeding.ordinals_for), gets their
+frames (or cached latents) from a torch DataLoader, and for each sample n:
+  z_0: VAE latents of its T frames [T, 4, h, w] (model space); z_c: the latent of its keyframe frame;
+  eps = eps_n + lambda * repeat_T(z_c) (Appearance Noise Prior), eps_n and the timestep drawn from (seed, n);
+  z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps; the video UNet (AppearNet fed z_c, the keyframe mask and each
+  frame's offset) predicts eps (v for v-prediction bases); loss: losses.diffusion_loss.
+Gradients are averaged over ranks by DistributedDataParallel; only rank 0 logs and writes checkpoints, and every
+rank waits for it. Since all randomness of a sample comes from (seed, n) and the resume state stores the next
+ordinal, a run resumes exactly, on any number of ranks.
+
+What is trained and how frames and text become tensors is the model set-up's business (ModelSetup below): the
+SD1.x/SD2.x base with a MicroCinema module (model_setup.StableDiffusionSetup) or the demo's narrow twin
+(model_setup.DemoSetup), which may also train the spatial UNet alone (image phase, one frame per sample).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Protocol
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from .. import noise_prior
+from ..conditioning import appearance_hint
+from . import batching, losses, optim, run_state, seeding
+from .distributed import DistContext
+
+log = logging.getLogger("microcinema.train")
+
+
+class ModelSetup(Protocol):
+    net: nn.Module              # net(z_t, timesteps, context, **video inputs) -> prediction
+    trainable: nn.Module        # whose trainable parameters the optimiser updates
+    video: bool                 # False: a spatial UNet trained on single frames (no hint, no noise prior)
+    alphas_cumprod: torch.Tensor
+    v_prediction: bool
+
+    def latents(self, frames: torch.Tensor) -> torch.Tensor: ...       # uint8 [B, T, H, W, 3] -> [B*T, 4, h, w]
+    def contexts(self, captions: list[str]) -> torch.Tensor: ...       # -> [B, L, D]
+    def write_weights(self, stage: run_state.Stager, metadata: dict) -> None: ...
+    def load_weights(self, folder: Path) -> None: ...
+
+
+@dataclass
+class LoopConfig:
+    out: str
+    steps: int = 1000
+    batch_size: int = 1                 # clips per rank per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    noise_prior_lambda: float = 0.03
+    loss_weighting: str = "mse"         # mse (the paper) | snr20 (the demo: losses.py)
+    mixed_precision: str = "auto"       # auto (bf16 on CUDA) | no | fp16 | bf16
+    gradient_checkpointing: str = "auto"  # auto (on for CUDA) | yes | no
+    optimizer: str = "adamw"            # adamw (fused on CUDA) | adamw8bit (bitsandbytes, where installed)
+    save_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    workers: int = 2                    # DataLoader worker processes per rank
+    prefetch: int = 2                   # batches each worker prepares ahead
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The DataLoader's batch sampler: this rank's micro-batches of ordinals from ``first`` (the next step's
+    first ordinal) to the end of the run, in training order."""
+
+    def __init__(self, first: int, steps_left: int, rank: int, world: int, batch: int, grad_accum: int):
+        self.first, self.steps_left = first, steps_left
+        self.rank, self.world, self.batch, self.grad_accum = rank, world, batch, grad_accum
+
+    def __len__(self) -> int:
+        return self.steps_left * self.grad_accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_step = self.world * self.batch * self.grad_accum
+        for step in range(self.steps_left):
+            for micro in range(self.grad_accum):
+                yield seeding.ordinals_for(self.first + step * per_step, micro, self.rank, self.world, self.batch)
+
+
+def autocast_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:
+    if choice == "auto":
+        choice = "bf16" if device.type == "cuda" else "no"
+    options = {"no": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if choice not in options:
+        raise ValueError(f"--mixed-precision {choice!r}: expected auto, no, fp16 or bf16")
+    return options[choice]
+
+
+class TrainLoop:
+    def __init__(self, cfg: LoopConfig, setup: ModelSetup, dataset: torch.utils.data.Dataset,
+                 dist: DistContext, files: run_state.RunFiles = run_state.RunFiles(),
+                 collate: Optional[Callable] = None, metadata: Optional[dict] = None):
+        self.cfg, self.setup, self.dataset, self.dist, self.files = cfg, setup, dataset, dist, files
+        self.collate = collate or batching.collate
+        self.metadata = dict(metadata or {})
+        self.out = Path(cfg.out)
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        self.device = dist.device
+        self.autocast = autocast_dtype(cfg.mixed_precision, self.device)
+        if hasattr(setup.net, "gradient_checkpointing"):
+            setup.net.gradient_checkpointing = (cfg.gradient_checkpointing == "yes" or (
+                cfg.gradient_checkpointing == "auto" and self.device.type == "cuda"))
+        self.params = [p for p in setup.trainable.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("nothing to train: every parameter of the model set-up is frozen")
+        self.optimizer = optim.build(setup.trainable, cfg.optimizer, cfg.lr, cfg.weight_decay, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.autocast == torch.float16 and self.device.type == "cuda")
+        self.all_abar = setup.alphas_cumprod.float().cpu()
+        self.step = 0
+        self.next_ordinal = 0  # the first sample ordinal of the next step
+        self.skipped = 0
+        self._resume()
+        self.wrapped = dist.wrap(setup.net)
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.dist.world * self.cfg.batch_size * self.cfg.grad_accum
+
+    # -- one micro-batch -----------------------------------------------------------------------------------
+    def loss(self, batch: dict) -> torch.Tensor:
+        cfg, setup, dev = self.cfg, self.setup, self.device
+        ordinals = [int(n) for n in batch["ordinal"]]
+        b = len(ordinals)
+        if "latents" in batch:  # from the latent cache: no VAE work
+            z0 = rearrange(batch["latents"], "b t c h w -> (b t) c h w").to(dev, torch.float32)
+        else:
+            z0 = setup.latents(batch["frames"]).to(dev, torch.float32)
+        t = z0.shape[0] // b
+        context = batch["context"] if "context" in batch else setup.contexts(list(batch["caption"]))
+        context = repeat(context.to(dev, torch.float32), "b l d -> (b t) l d", t=t)
+
+        shape = (t, *z0.shape[1:])
+        eps = torch.cat([torch.randn(shape, generator=seeding.torch_generator(cfg.seed, n, "noise"))
+                         for n in ordinals]).to(dev)
+        steps = len(self.all_abar)
+        timesteps = torch.tensor([int(torch.randint(0, steps, (1,), generator=seeding.torch_generator(
+            cfg.seed, n, "timestep"))) for n in ordinals]).repeat_interleave(t)
+        abar = self.all_abar[timesteps].to(dev)
+        inputs = {}
+        if setup.video:
+            key_index = [int(k) for k in batch["key_index"]]
+            keys = rearrange(z0, "(b t) c h w -> b t c h w", b=b)[torch.arange(b), torch.tensor(key_index)]
+            eps = noise_prior.training_noise(eps, keys, cfg.noise_prior_lambda)
+            inputs = {"mc_num_frames": t,
+                      "mc_hint": torch.cat([appearance_hint(keys[i:i + 1], t, key_index[i]) for i in range(b)]),
+                      "mc_strength": torch.ones(b * t, device=dev)}
+        zt = noise_prior.noisy_latent(z0, eps, abar)
+        target = eps
+        if setup.v_prediction:
+            a = abar.reshape(-1, 1, 1, 1)
+            target = a.sqrt() * eps - (1 - a).sqrt() * z0
+        with torch.autocast(dev.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            pred = self.wrapped(zt, timesteps.float().to(dev), context, **inputs)
+        return losses.diffusion_loss(pred, target, abar, cfg.loss_weighting, self.all_abar)
+
+    # -- the run -------------------------------------------------------------------------------------------
+    def loader(self) -> torch.utils.data.DataLoader:
+        cfg, dist = self.cfg, self.dist
+        batches = StepBatches(self.next_ordinal, cfg.steps - self.step, dist.rank, dist.world, cfg.batch_size,
+                              cfg.grad_accum)
+        workers = max(0, cfg.workers)
+        return torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=batches, num_workers=workers, collate_fn=self.collate,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=cfg.prefetch if workers else None)
+
+    def set_lr(self) -> float:
+        scale = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * scale
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train(self, on_step: Optional[Callable[["TrainLoop"], None]] = None) -> float:
+        cfg, dist = self.cfg, self.dist
+        self.setup.net.train()
+        last = math.nan
+        if self.step >= cfg.steps:
+            return last
+        log_file = open(self.out / self.files.log, "a") if dist.is_main else None
+        batches = iter(self.loader())
+        window = {"loss": [], "wait": 0.0, "time": 0.0}
+        try:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                lr = self.set_lr()
+                self.optimizer.zero_grad(set_to_none=True)
+                total = torch.zeros((), device=self.device)
+                wait = 0.0
+                for micro in range(cfg.grad_accum):
+                    fetch = time.perf_counter()
+                    batch = next(batches)
+                    wait += time.perf_counter() - fetch
+                    self._count_skips(batch)
+                    with dist.no_sync(self.wrapped, sync=micro == cfg.grad_accum - 1):
+                        loss = self.loss(batch) / cfg.grad_accum
+                        self.scaler.scale(loss).backward()
+                    total += loss.detach()
+                self.scaler.unscale_(self.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+                self.next_ordinal += self.samples_per_step
+                last = dist.mean(total)
+                window["loss"].append(last)
+                window["wait"] += wait
+                window["time"] += time.perf_counter() - started
+                if log_file is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    self._log(log_file, window, lr, float(grad_norm))
+                    window = {"loss": [], "wait": 0.0, "time": 0.0}
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if on_step is not None:
+                    on_step(self)
+        finally:
+            if log_file is not None:
+                log_file.close()
+            del batches  # shuts the workers down
+        return last
+
+    def _count_skips(self, batch: dict) -> None:
+        for names in batch.get("skipped", ()):
+            for name in names:
+                self.skipped += 1
+                log.warning("skipped training clip %s", name)
+
+    def _log(self, log_file, window: dict, lr: float, grad_norm: float) -> None:
+        n = max(1, len(window["loss"]))
+        seconds = window["time"] / n
+        entry = {"step": self.step, "loss": sum(window["loss"]) / n, "lr": lr, "grad_norm": grad_norm,
+                 "seconds_per_step": seconds, "data_wait": window["wait"] / n,
+                 "clips_per_second": self.samples_per_step / seconds if seconds > 0 else None,
+                 "skipped_clips": self.skipped}
+        log_file.write(json.dumps(entry) + "\n")
+        log_file.flush()
+        log.info("step %d loss %.5f lr %.2e grad norm %.3f %.2f s/step (data wait %.3f s)", self.step,
+                 entry["loss"], lr, grad_norm, seconds, entry["data_wait"])
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "next_ordinal": self.next_ordinal, "seed": self.cfg.seed,
+                "world_size": self.dist.world, "samples_per_step": self.samples_per_step,
+                "config": {k: v for k, v in vars(self.cfg).items()}, **self.metadata}
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            meta = {"step": str(self.step), "noise_prior_lambda": str(self.cfg.noise_prior_lambda)}
+            run_state.save(self.out, self.files, lambda stage: self.setup.write_weights(stage, meta),
+                           self.optimizer, self.state())
+            log.info("saved step %d to %s", self.step, self.out)
+        self.dist.barrier()
+
+    def _resume(self) -> None:
+        state = run_state.read_state(self.out, self.files)
+        if state is None:
+            return
+        if int(state.get("seed", self.cfg.seed)) != self.cfg.seed:
+            log.warning("resuming a run started with seed %s under seed %d: later samples follow the new seed",
+                        state.get("seed"), self.cfg.seed)
+        self.setup.load_weights(self.out)
+        run_state.restore_optimizer(self.out, self.files, self.optimizer)
+        self.step = int(state["step"])
+        self.next_ordinal = int(state.get("next_ordinal", self.step * self.samples_per_step))
+        if state.get("samples_per_step") not in (None, self.samples_per_step):
+            log.info("resuming with %d samples per step (the run had %s): ordinals continue from %d",
+                     self.samples_per_step, state["samples_per_step"], self.next_ordinal)
+        if self.dist.is_main:
+            log.info("resumed from step %d in %s", self.step, self.out)

@@ -1,0 +1,173 @@
+"""What the training loop trains, and how a batch's frames and captions become its inputs.
+
+StableDiffusionSetup: an SD1.x/SD2.x checkpoint loaded by ComfyUI's own loader (UNet, CLIP, VAE) plus a new or
+existing MicroCinema module; the module trains (and the spatial UNet too with ``train_spatial``). On CUDA the
+frozen parts (UNet when it does not train, VAE, CLIP) are stored in bf16: they take half the memory and run under
+bf16 autocast anyway; the trained weights stay fp32.
+
+DemoSetup: the demo model's narrow twin (narrow.py), phase "image" (the spatial UNet on single frames) or "video"
+(its module, on the frozen phase-image UNet), with the demo's exact pooling VAE and its fixed CLIP-L.
+
+Captions are encoded per batch on the training device: nothing keeps every caption's embedding for the run.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .. import checkpoint
+from ..module import ModuleConfig, build_module, initialise_new_weights
+from ..video_unet import VideoUNet
+from .run_state import Stager
+
+log = logging.getLogger("microcinema.train")
+
+
+def alphas_cumprod_of(model_patcher) -> torch.Tensor:
+    sigmas = model_patcher.get_model_object("model_sampling").sigmas.double()
+    return (1.0 / (1.0 + sigmas ** 2)).float()
+
+
+def load_base(path: str, dtype: torch.dtype = torch.float32):
+    """(ModelPatcher, CLIP, VAE) through ComfyUI's own checkpoint loader."""
+    import comfy.sd
+
+    if not str(path).lower().endswith((".safetensors", ".sft")):
+        raise ValueError(f"{path}: the base checkpoint must be .safetensors")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--base {path}: no such file")
+    model, clip, vae, *_ = comfy.sd.load_checkpoint_guess_config(
+        str(path), output_vae=True, output_clip=True, model_options={"dtype": dtype})
+    if model is None or clip is None or vae is None:
+        raise ValueError(f"{path}: needs a UNet, a text encoder and a VAE (an SD1.x/SD2.x checkpoint)")
+    return model, clip, vae
+
+
+def frozen_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, T, H, W, 3] -> float [B*T, H, W, 3] in [0, 1] (ComfyUI's IMAGE layout)."""
+    return rearrange(frames, "b t h w c -> (b t) h w c").float().div_(255.0)
+
+
+class StableDiffusionSetup:
+    video = True
+
+    def __init__(self, base: str, device: torch.device, *, module_config: ModuleConfig,
+                 module_init: Optional[str] = None, train_spatial: bool = False, from_scratch: bool = False,
+                 frozen: str = "auto", seed: int = 0):
+        from ..patching import MODULE_OPERATIONS, check_base
+
+        self.device, self.train_spatial = device, train_spatial or from_scratch
+        self.frozen_dtype = frozen_dtype(frozen, device)
+        unet_dtype = torch.float32 if self.train_spatial else self.frozen_dtype
+        self.model, self.clip, self.vae = load_base(base, unet_dtype)
+        self.unet = check_base(self.model)
+        self.latent_format = self.model.model.latent_format
+        self.v_prediction = "V_PREDICTION" in str(self.model.model.model_type)
+        self.alphas_cumprod = alphas_cumprod_of(self.model)
+        torch.manual_seed(seed)  # the new module's initial weights
+        if from_scratch:
+            initialise_new_weights(self.unet)
+        if module_init:
+            sd, meta = checkpoint.read_safetensors(module_init)
+            if checkpoint.checkpoint_kind(sd) == "full":
+                sd = checkpoint.split_full(sd)[1]
+            self.module = checkpoint.module_from_state_dict(self.unet, sd, MODULE_OPERATIONS, meta,
+                                                            dtype=torch.float32, source=module_init)
+        else:
+            self.module = build_module(self.unet, module_config, MODULE_OPERATIONS, dtype=torch.float32)
+        self.net = VideoUNet(self.unet, self.module).to(device)
+        self.unet.requires_grad_(self.train_spatial)
+        self.trainable = self.net if self.train_spatial else self.module
+
+    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            raw = self.vae.encode(frames_to_float(frames))
+        return self.latent_format.process_in(raw.float()).to(self.device)
+
+    def contexts(self, captions: list[str]) -> torch.Tensor:
+        unique = {text: None for text in captions}
+        with torch.no_grad():
+            for text in unique:
+                unique[text] = self.clip.encode_from_tokens(self.clip.tokenize(text)).float()
+        return torch.cat([unique[text].to(self.device) for text in captions])
+
+    def write_weights(self, stage: Stager, metadata: dict) -> None:
+        checkpoint.save_module(self.module, stage("module.safetensors"), extra_metadata=metadata)
+        if self.train_spatial:
+            unet_sd = {k: v.detach().cpu() for k, v in self.unet.state_dict().items()}
+            sd = {"model.diffusion_model." + k: v for k, v in unet_sd.items()}
+            sd.update(_sd1_clip_keys(self.clip.get_sd(), "cond_stage_model."))
+            sd.update({"first_stage_model." + k: v for k, v in self.vae.get_sd().items()})
+            checkpoint.save_full(self.module, sd, stage("full.safetensors"), extra_metadata=metadata)
+            checkpoint.write_safetensors_atomic({k: v.contiguous() for k, v in unet_sd.items()},
+                                                stage("spatial.safetensors"), {})
+
+    def load_weights(self, folder: Path) -> None:
+        sd, _ = checkpoint.read_safetensors(str(folder / "module.safetensors"))
+        checkpoint.load_module_state(self.module, sd, "module.safetensors")
+        if self.train_spatial and (folder / "spatial.safetensors").is_file():
+            spatial, _ = checkpoint.read_safetensors(str(folder / "spatial.safetensors"))
+            self.unet.load_state_dict(spatial)
+
+
+def _sd1_clip_keys(sd: dict, prefix: str) -> dict:
+    # ComfyUI's CLIP.get_sd() returns keys like "clip_l.transformer..."; SD1 files store "transformer..."
+    return {prefix + (k[len("clip_l."):] if k.startswith("clip_l.") else k): v for k, v in sd.items()}
+
+
+class DemoSetup:
+    """The demo's narrow twin; ``phase`` image trains the spatial UNet, video its module on the frozen UNet."""
+
+    def __init__(self, phase: str, folder: Path, base: Optional[Path], module_config: ModuleConfig, seed: int):
+        from .. import narrow, tiny_models
+        from . import demo_text
+
+        self.phase, self.video, self.v_prediction = phase, phase == "video", False
+        torch.manual_seed(seed)
+        self.unet = narrow.build_narrow_unet(tiny_models.TINY_SD15_UNET, seed=seed)
+        self.alphas_cumprod = demo_text.alphas_cumprod()
+        self.text = demo_text.encode_captions(demo_text.captions())
+        self.weights_name = "unet.safetensors" if phase == "image" else "module.safetensors"
+        if self.video:
+            sd, _ = checkpoint.read_safetensors(str(base or folder / "unet.safetensors"))
+            self.unet.load_state_dict({k: v.float() for k, v in sd.items()})
+            self.unet.requires_grad_(False)
+            self.module = narrow.build_narrow_module(self.unet, module_config)
+            self.net: nn.Module = VideoUNet(self.unet, self.module)
+            self.trainable: nn.Module = self.module
+        else:
+            self.module = None
+            self.net = self.trainable = self.unet
+
+    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+        from .. import demo_vae
+
+        return demo_vae.model_space_latents(frames_to_float(frames))
+
+    def contexts(self, captions: list[str]) -> torch.Tensor:
+        try:
+            return torch.cat([self.text[c] for c in captions])
+        except KeyError as error:
+            raise ValueError(f"the demo trains on its own captions only; got {error.args[0]!r}") from None
+
+    def write_weights(self, stage: Stager, metadata: dict) -> None:
+        if self.video:
+            checkpoint.save_module(self.module, stage(self.weights_name), extra_metadata=metadata)
+        else:
+            checkpoint.write_safetensors_atomic({k: v.detach().contiguous() for k, v in self.unet.state_dict().items()},
+                                                stage(self.weights_name), {"step": metadata["step"]})
+
+    def load_weights(self, folder: Path) -> None:
+        sd, _ = checkpoint.read_safetensors(str(folder / self.weights_name))
+        self.trainable.load_state_dict({k: v.float() for k, v in sd.items()})

@@ -9,9 +9,14 @@ on 8-frame clips with the Appearance Noise Prior (lambda, default 0.03), keyfram
 time) anywhere, captions dropped 10 % of the time for classifier-free guidance. Clips are rendered on the fly
 (an unlimited stream: nothing to overfit) and encoded with the demo VAE's exact pooling formula.
 
+Both phases run the one training loop of ``python -m microcinema_core.train`` (training/loop.py) with the demo's
+narrow-twin set-up and synthetic clip stream, so they also run data-parallel under torchrun
+(``torchrun --nproc_per_node 2 -m microcinema_core.demo_training ...``; --batch is then per rank).
+
 The twin trains in a few CPU minutes per thousand steps (narrow.py says why it is exact); ``--publish`` copies the
 result to ``microcinema_core/weights/`` where ``demo.py`` widens it into the files ComfyUI loads. A run resumes
-from its last save. Same seed, torch version and thread count: same weights.
+from its last save, optimiser state included. Same seed and global batch: the same samples and noise, at any
+number of ranks or workers.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="narrow UNet of phase image (default: OUT/unet.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes rendering clips")
     parser.add_argument("--publish", action="store_true", help="copy OUT's weights to microcinema_core/weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -44,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_comfy()
     import torch
 
+    from .training import distributed
     from .training.demo_trainer import DemoTrainer, publish
 
     if args.threads:
@@ -52,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         publish(args.out)
         return 0
     batch = args.batch or (64 if args.phase == "image" else 8)
-    trainer = DemoTrainer(args.out, args.phase, args.lr, batch, args.noise_prior_lambda, not args.no_appearnet,
-                          args.seed, args.base, args.text_sign)
-    trainer.train(args.steps)
+    dist = distributed.setup("cpu")  # the narrow twin is a CPU recipe
+    try:
+        trainer = DemoTrainer(args.out, args.phase, args.lr, batch, args.noise_prior_lambda, not args.no_appearnet,
+                              args.seed, args.base, args.text_sign, workers=args.workers, dist=dist)
+        trainer.train(args.steps)
+    finally:
+        dist.close()
     return 0
 
 

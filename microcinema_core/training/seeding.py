@@ -62,6 +62,6 @@ def ordinals_for(step_start: int, micro: int, rank: int, world: int, batch: int)
 def sample_choices(seed: int, ordinal: int, frames: int, keyframe: str, text_dropout: float) -> tuple[int, bool]:
     """(keyframe index, drop the caption?) of one sample: shared by every dataset so that a clip read from video
     files and the same clip read from the latent cache train identically."""
-    rng = python_rng(seed, ordinal, "keyframe-and-caption")
-    key = keyframe_index(rng, frames, keyframe)
-    return key, rng.random() < text_dropout
+    key = keyframe_index(python_rng(seed, ordinal, "keyframe"), frames, keyframe)
+    dropped = text_dropout > 0 and python_rng(seed, ordinal, "text-dropout").random() < text_dropout
+    return key, dropped

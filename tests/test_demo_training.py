@@ -29,6 +29,11 @@ def test_demo_trainer_phases_resume_and_publish(mc, tmp_path):
     again = trainer_lib.DemoTrainer(run, "video", 5e-4, batch=1, noise_prior_lambda=0.03, appearnet=True, seed=0,
                                     base=None)
     assert again.step == 2  # resumed, not restarted
+    moments = lambda opt: {f"{i}.{n}": v for i, st in opt.state_dict()["state"].items()  # noqa: E731
+                           for n, v in st.items() if torch.is_tensor(v)}
+    saved_moments, restored = moments(video.optimizer), moments(again.optimizer)
+    assert restored and restored.keys() == saved_moments.keys(), "the optimiser state is resumed too"
+    assert all(torch.equal(restored[k], saved_moments[k]) for k in saved_moments)
     resumed = again.module.state_dict()
     assert all(torch.equal(resumed[k].float(), v.float()) for k, v in before.items())
     # only trainable weights changed in phase video: the UNet is the phase-image result
@@ -40,13 +45,21 @@ def test_demo_trainer_phases_resume_and_publish(mc, tmp_path):
     assert {p.name for p in weights.iterdir()} == {"demo_unet_narrow.safetensors", "demo_module_narrow.safetensors"}
 
 
-def test_weighted_loss_is_plain_mse_with_equal_weights(mc):
-    trainer_lib = sub("training.demo_trainer")
+def test_weighted_loss_against_a_written_out_computation(mc):
+    """snr20: each frame's MSE times 1 + min(1/SNR, 20), over the mean of that weight across the whole schedule (a
+    constant, so that a batch's loss is the mean of its samples' losses: what makes data-parallel ranks exact)."""
+    losses, demo_text = sub("training.losses"), sub("training.demo_text")
+    schedule = demo_text.alphas_cumprod().double()
+    norm = sum(1 + min((1 - a) / a, 20.0) for a in schedule.tolist()) / len(schedule)
     pred, eps = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
-    abar = torch.full((4,), 0.5)  # 1/SNR = 1 -> every weight 2
-    assert trainer_lib.weighted_mse(pred, eps, abar) == pytest.approx(((pred - eps) ** 2).mean().item(), rel=1e-6)
     abar = torch.tensor([0.9, 0.5, 0.1, 0.001])
-    weights = 1 + ((1 - abar) / abar).clamp(max=20)
-    per = ((pred - eps) ** 2).mean(dim=(1, 2, 3))
-    expected = (weights * per).sum() / weights.sum()
-    assert trainer_lib.weighted_mse(pred, eps, abar) == pytest.approx(expected.item(), rel=1e-6)
+    per = [((pred[i] - eps[i]) ** 2).mean().item() for i in range(4)]
+    expected = sum((1 + min((1 - a) / a, 20.0)) * p for a, p in zip(abar.tolist(), per)) / 4 / norm
+    got = losses.diffusion_loss(pred, eps, abar, "snr20", schedule.float())
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert sub("training.demo_trainer").weighted_mse(pred, eps, abar).item() == pytest.approx(expected, rel=1e-5)
+    assert losses.diffusion_loss(pred, eps, abar, "mse").item() == pytest.approx(sum(per) / 4, rel=1e-6)
+    # a batch's loss is the mean of its samples' losses (the property data-parallel averaging needs)
+    halves = [losses.diffusion_loss(pred[i:i + 2], eps[i:i + 2], abar[i:i + 2], "snr20", schedule.float())
+              for i in (0, 2)]
+    assert got.item() == pytest.approx((halves[0] + halves[1]).item() / 2, rel=1e-6)

@@ -66,7 +66,8 @@ def _config(mc_core, comfy_dirs, tiny_sd_checkpoint, root: Path, steps: int):
         synthetic.write_dataset(data, count=2, frames=2, size=16, seed=0)
     base = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
     return trainer_mod, trainer_mod.TrainConfig(base=base, data=str(data), out=str(root / "run"), frames=2, size=16,
-                                                steps=steps, save_every=1, log_every=1, text_dropout=0.5, lr=1e-3)
+                                                steps=steps, save_every=1, log_every=1, text_dropout=0.5, lr=1e-3,
+                                                workers=0)
 
 
 def _run_files(run: Path) -> list[str]:
@@ -97,7 +98,6 @@ def test_training_interrupted_resumes_from_last_checkpoint(mc_core, comfy_env, c
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 2
     weights = {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
     moments = {k: v.clone() for k, v in _optimizer_tensors(trainer.optimizer).items()}
-    rng = torch.get_rng_state()
     del trainer
     gc.collect()
 
@@ -107,7 +107,8 @@ def test_training_interrupted_resumes_from_last_checkpoint(mc_core, comfy_env, c
     assert all(torch.equal(v, weights[k]) for k, v in resumed.module.state_dict().items())
     restored = _optimizer_tensors(resumed.optimizer)
     assert restored.keys() == moments.keys() and all(torch.equal(restored[k], moments[k]) for k in moments)
-    assert torch.equal(torch.get_rng_state(), rng), "the RNG continues where the interrupted run stopped"
+    # every sample's randomness derives from (seed, sample ordinal): the resumed run continues at the next ordinal
+    assert resumed.loop.next_ordinal == 2 * resumed.loop.samples_per_step
     resumed.train()
     tally.add("prompts")
     assert resumed.step == 3
@@ -150,7 +151,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(mc_core, comfy_
         with torch.no_grad():  # the next checkpoint differs from the saved one
             for p in trainer.module.parameters():
                 p.add_(0.01)
-        trainer.step += 1
+        trainer.loop.step += 1
         with pytest.raises(OSError, match="No space"):
             trainer.save()
         monkeypatch.setattr(safetensors.torch, "save_file", real_save)

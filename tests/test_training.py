@@ -38,7 +38,8 @@ def test_train_resume_and_load_in_comfyui(mc, comfy_env, comfy_dirs, tiny_sd_che
     synthetic.write_dataset(data, count=2, frames=4, size=32, seed=0)
     base = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
     cfg = trainer_mod.TrainConfig(base=base, data=str(data), out=str(tmp_path / "run"), frames=4, size=32,
-                                  steps=2, save_every=1, log_every=1, text_dropout=0.5, lr=1e-3)
+                                  steps=2, save_every=1, log_every=1, text_dropout=0.5, lr=1e-3,
+                                  workers=0)
     trainer = trainer_mod.Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
     loss = trainer.train()

@@ -59,6 +59,31 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     return rearrange(frames, "b t h w c -> (b t) h w c").float().div_(255.0)
 
 
+class FrozenEncoders:
+    """The base checkpoint's VAE and text encoder as the training step uses them (also what the latent cache
+    precomputes with, so that cached and live inputs are the same computation)."""
+
+    def __init__(self, vae, clip, latent_format, device: torch.device):
+        self.vae, self.clip, self.latent_format, self.device = vae, clip, latent_format, device
+
+    def latents(self, frames: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            raw = self.vae.encode(frames_to_float(frames))
+        return self.latent_format.process_in(raw.float()).to(self.device)
+
+    def contexts(self, captions: list[str]) -> torch.Tensor:
+        unique = {text: None for text in captions}
+        with torch.no_grad():
+            for text in unique:
+                unique[text] = self.clip.encode_from_tokens(self.clip.tokenize(text)).float()
+        return torch.cat([unique[text].to(self.device) for text in captions])
+
+    @classmethod
+    def from_checkpoint(cls, path: str, device: torch.device) -> "FrozenEncoders":
+        model, clip, vae = load_base(path, frozen_dtype("auto", device))
+        return cls(vae, clip, model.model.latent_format, device)
+
+
 class StableDiffusionSetup:
     video = True
 
@@ -89,18 +114,13 @@ class StableDiffusionSetup:
         self.net = VideoUNet(self.unet, self.module).to(device)
         self.unet.requires_grad_(self.train_spatial)
         self.trainable = self.net if self.train_spatial else self.module
+        self.encoders = FrozenEncoders(self.vae, self.clip, self.latent_format, device)
 
     def latents(self, frames: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            raw = self.vae.encode(frames_to_float(frames))
-        return self.latent_format.process_in(raw.float()).to(self.device)
+        return self.encoders.latents(frames)
 
     def contexts(self, captions: list[str]) -> torch.Tensor:
-        unique = {text: None for text in captions}
-        with torch.no_grad():
-            for text in unique:
-                unique[text] = self.clip.encode_from_tokens(self.clip.tokenize(text)).float()
-        return torch.cat([unique[text].to(self.device) for text in captions])
+        return self.encoders.contexts(captions)
 
     def write_weights(self, stage: Stager, metadata: dict) -> None:
         checkpoint.save_module(self.module, stage("module.safetensors"), extra_metadata=metadata)

@@ -25,6 +25,8 @@ HELP = {
     "video_root": "folder a manifest's relative paths start from (WebVid: <video-root>/<page_dir>/<videoid>.mp4)",
     "frames": "frames per training clip", "stride": "take every stride-th frame of the source video",
     "fps": "if > 0, sample frames at this rate (seconds-based) instead of every stride-th frame",
+    "window": "random: each sample's frames start anywhere in its clip; first: at the clip's start (what a latent "
+              "cache holds)",
     "size": "training resolution (square; shorter side resized, centre crop)",
     "batch_size": "clips per rank per micro-batch (the global batch is ranks x batch-size x grad-accum)",
     "grad_accum": "micro-batches per optimisation step", "steps": "optimisation steps in all (a resumed run "

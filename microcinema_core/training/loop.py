@@ -89,6 +89,15 @@ class StepBatches(torch.utils.data.Sampler):
                 yield seeding.ordinals_for(self.first + step * per_step, micro, self.rank, self.world, self.batch)
 
 
+def worker_context():
+    """Workers are forked: the dataset classes live in the pack as ComfyUI loaded it, under a module name a
+    spawned interpreter could not import (and Python 3.14 no longer forks by default). The workers never touch
+    CUDA, so forking after CUDA is initialised is safe."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
 def autocast_dtype(choice: str, device: torch.device) -> Optional[torch.dtype]:
     if choice == "auto":
         choice = "bf16" if device.type == "cuda" else "no"
@@ -177,7 +186,8 @@ class TrainLoop:
         return torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=workers, collate_fn=self.collate,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
-            prefetch_factor=cfg.prefetch if workers else None)
+            prefetch_factor=cfg.prefetch if workers else None,
+            multiprocessing_context=worker_context() if workers else None)
 
     def set_lr(self) -> float:
         scale = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0

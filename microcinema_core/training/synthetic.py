@@ -3,7 +3,7 @@
     python -m microcinema_core.training.synthetic --out data/shapes --count 200
 
 Each clip is a folder of PNG frames plus ``caption.txt`` (e.g. "a red circle moving left"), the layout
-``data.VideoFolderDataset`` reads. Deterministic for a seed.
+``data.ClipDataset`` reads. Deterministic for a seed.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ class TrainConfig:
     frames: int = 16
     stride: int = 1
     fps: float = 0.0                  # > 0: sample frames at this rate instead of every stride-th frame
+    window: str = "random"            # random: a window anywhere in the clip per sample; first: its first frames
     size: int = 256
     batch_size: int = 1               # clips per rank per micro-batch
     grad_accum: int = 1
@@ -70,7 +71,18 @@ def build_dataset(cfg: TrainConfig) -> torch.utils.data.Dataset:
                                           seed=cfg.seed)
     return data.ClipDataset(cfg.data, frames=cfg.frames, size=cfg.size, stride=cfg.stride, fps=cfg.fps,
                             video_root=cfg.video_root, keyframe=cfg.keyframe, text_dropout=cfg.text_dropout,
-                            seed=cfg.seed)
+                            window=cfg.window, seed=cfg.seed)
+
+
+def check_precision(cfg: TrainConfig, device: torch.device) -> None:
+    """A frozen UNet stored in 16 bits only runs under autocast (the module's fp32 activations meet its weights)."""
+    from .model_setup import frozen_dtype
+
+    stored = frozen_dtype(cfg.frozen_dtype, device)
+    if stored != torch.float32 and not (cfg.train_spatial or cfg.from_scratch) and \
+            loop.autocast_dtype(cfg.mixed_precision, device) is None:
+        raise ValueError(f"--frozen-dtype {cfg.frozen_dtype} stores the frozen UNet in {stored} on {device}, which "
+                         "needs --mixed-precision bf16 (or fp16); or use --frozen-dtype fp32")
 
 
 class Trainer:
@@ -79,6 +91,7 @@ class Trainer:
 
         self.cfg = cfg
         self.dist = dist or distributed.setup(cfg.device)
+        check_precision(cfg, self.dist.device)
         self.dataset = build_dataset(cfg)
         self.setup = StableDiffusionSetup(
             cfg.base, self.dist.device, module_config=ModuleConfig(appearnet=cfg.appearnet,

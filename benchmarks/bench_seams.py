@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
     cw, video_unet = sub("context_windows"), sub("video_unet")
-    from demo_sampling import DemoSampler  # noqa: E402
+    DemoSampler = sub("demo_sampler").DemoSampler
 
     sampler = DemoSampler(args.run_dir / "models")
     base = sampler.with_twin(*narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE)))

@@ -9,7 +9,9 @@ real ``torchrun ... -m microcinema_core.train`` launch; figures come from its lo
 data wait, averaged over the steps after the first --warmup, which include worker start-up). Each rank runs one
 intra-op thread, so 2 ranks use this machine's 2 cores.
 
-Scaling efficiency = (clips/s with 2 ranks) / (2 x clips/s with 1 rank), at the same batch per rank.
+Scaling efficiency = (clips/s with 2 ranks) / (2 x clips/s with 1 rank), at the same batch per rank. Two
+independent 1-rank runs started together show how much of the loss is the machine's (two busy cores share caches
+and memory bandwidth) rather than the gradient all-reduce's.
 """
 from __future__ import annotations
 
@@ -27,23 +29,36 @@ ROOT = HERE.parent
 
 
 def make_clips(folder: Path, count: int) -> None:
+    """The data benchmark's clips: 10 s, 256x256, 24 fps, a keyframe every 2 s."""
     sys.path.insert(0, str(HERE))
-    from bench_data_pipeline import write_clips  # the data benchmark's clip writer
+    from bench_data_pipeline import generate
+    from pack_import import sub
 
-    write_clips(folder, count)
+    generate(sub("training.video_decode"), folder, count, 10.0, 24.0, 256, 48)
 
 
-def launch(args, base: Path, data: Path, out: Path, ranks: int, workers: int) -> list[dict]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+def command(args, base: Path, data: Path, out: Path, ranks: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
            "-m", "microcinema_core.train", "--base", str(base), "--data", str(data), "--out", str(out),
            "--frames", str(args.frames), "--size", str(args.size), "--steps", str(args.steps),
            "--batch-size", str(args.batch), "--workers", str(workers), "--log-every", "1",
            "--save-every", str(args.steps), "--device", "cpu"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-4000:])
-    return [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+
+
+def launch_together(commands: list[tuple[list[str], Path]]) -> list[list[dict]]:
+    """Run the commands at the same time; each one's loss.jsonl entries."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for cmd, _ in commands]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(err[-4000:])
+    return [[json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()] for _, out in commands]
+
+
+def launch(args, base: Path, data: Path, out: Path, ranks: int, workers: int) -> list[dict]:
+    return launch_together([(command(args, base, data, out, ranks, workers), out)])[0]
 
 
 def summary(log: list[dict], warmup: int) -> tuple[float, float]:
@@ -75,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             log = launch(args, base, tmp / "clips", tmp / f"run_{ranks}_{workers}", ranks, workers)
             step, wait = summary(log, args.warmup)
             rows.append((ranks, workers, step, wait, ranks * args.batch / step))
+        # the machine's own ceiling: two independent 1-rank runs at once (no communication at all)
+        pair = launch_together([(command(args, base, tmp / "clips", tmp / f"pair{i}", 1, 1), tmp / f"pair{i}")
+                                for i in range(2)])
+        pair_steps = [summary(log, args.warmup)[0] for log in pair]
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"tiny SD1.5-shaped UNet + module, {args.frames} frames at {args.size}x{args.size}, batch {args.batch}/rank, "
           f"{args.steps} steps (first {args.warmup} left out)")
@@ -84,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     one = next(r for r in rows if r[0] == 1 and r[1] == 2)
     two = next(r for r in rows if r[0] == 2)
     print(f"2-rank scaling efficiency: {two[4] / (2 * one[4]):.2f} (2 ranks x 1 worker vs 1 rank x 2 workers)")
+    ceiling = sum(args.batch / s for s in pair_steps)
+    print(f"two independent 1-rank runs at once: {pair_steps[0]:.3f} and {pair_steps[1]:.3f} s/step, "
+          f"{ceiling:.2f} clips/s together: this machine's own ceiling is {ceiling / (2 * one[4]):.2f}; "
+          f"DDP reaches {two[4] / ceiling:.2f} of it")
     print(f"peak RSS of one training process: {peak:.0f} MiB")
     return 0
 

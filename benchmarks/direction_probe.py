@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overfit_steps:
         overfit(args, unet, module, synthetic, trainer_lib, noise_prior, conditioning, text, abar, latents)
 
-    from demo_sampling import DemoSampler  # noqa: E402
+    DemoSampler = sub("demo_sampler").DemoSampler
 
     sampler = DemoSampler(HERE.parent / ".cache" / "direction_probe")
     patched = sampler.with_twin(unet, module)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     mc = core()
     demo, synthetic, metrics = sub("demo"), sub("training.synthetic"), sub("training.video_metrics")
     trainer_lib, narrow = sub("training.demo_trainer"), sub("narrow")
-    from demo_sampling import DemoSampler  # noqa: E402
+    DemoSampler = sub("demo_sampler").DemoSampler
 
     if args.text_sign is None:
         args.text_sign = demo.TEXT_SIGN

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes rendering clips")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="keep an EMA of the weights (0: none)")
+    parser.add_argument("--val-every", type=int, default=0, help="phase video: validate every N steps on held-out "
+                        "synthetic keyframes (validation/ and validation.jsonl in --out; 0: never)")
+    parser.add_argument("--val-count", type=int, default=8, help="validation keyframe + prompt pairs")
+    parser.add_argument("--val-weights", choices=("ema", "raw", "both"), default="both")
     parser.add_argument("--publish", action="store_true", help="copy OUT's weights to microcinema_core/weights")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -62,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     dist = distributed.setup("cpu")  # the narrow twin is a CPU recipe
     try:
         trainer = DemoTrainer(args.out, args.phase, args.lr, batch, args.noise_prior_lambda, not args.no_appearnet,
-                              args.seed, args.base, args.text_sign, workers=args.workers, dist=dist)
+                              args.seed, args.base, args.text_sign, workers=args.workers, dist=dist,
+                              ema_decay=args.ema_decay, val_every=args.val_every, val_count=args.val_count,
+                              val_weights=args.val_weights)
         trainer.train(args.steps)
     finally:
         dist.close()

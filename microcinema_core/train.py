@@ -48,6 +48,23 @@ HELP = {
     "save_every": "checkpoint every N steps", "log_every": "log every N steps", "seed": "the run's seed: every "
     "sample's clip, window, keyframe, caption drop, noise and timestep derive from it and the sample's number",
     "module_init": "start from an existing module or full MicroCinema checkpoint (.safetensors)",
+    "lr_schedule": "constant, or cosine: after the warm-up, down to --min-lr-ratio x lr at the last step",
+    "min_lr_ratio": "the cosine schedule's final learning rate, as a fraction of --lr",
+    "ema_decay": "keep an exponential moving average of the trained weights with this decay (e.g. 0.9999; 0: none); "
+                 "written as module_ema.safetensors, a module file like module.safetensors",
+    "ema_warmup": "EMA warm-up: the decay at update n is min(--ema-decay, (1 + n) / (ema-warmup + n)); 0: none",
+    "keep_last": "numbered copies of the last K checkpoints under checkpoints/step-NNNNNNN/ (0: only the latest)",
+    "tensorboard": "auto (TensorBoard events in <out>/tensorboard when the tensorboard package is installed), yes, no",
+    "val_every": "validate every N steps (and at the last): sample --val-data's keyframe + prompt pairs, write mp4s, a "
+                 "contact sheet and validation.jsonl (0: never)",
+    "val_data": "validation pairs: a folder of keyframe images with same-named .txt prompts, synthetic:N, holdout "
+                "(the clips --val-holdout keeps out of training; the default), or another clip source",
+    "val_holdout": "the last K clips of --data are never trained on (validation pairs for --val-data holdout)",
+    "val_count": "validation pairs used", "val_frames": "frames of each validation video (0: --frames)",
+    "val_size": "validation videos' width and height, a multiple of 16 (0: --size)",
+    "val_steps": "sampling steps of validation videos", "val_cfg": "guidance scale of validation videos",
+    "val_gamma": "noise-prior gamma of validation videos",
+    "val_weights": "weights validated: ema (falls back to raw without --ema-decay), raw, or both",
     "device": "auto (cuda:LOCAL_RANK where CUDA exists, else cpu), cpu, cuda, cuda:1...",
 }
 

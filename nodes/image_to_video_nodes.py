@@ -1,12 +1,9 @@
 """MicroCinema Image To Video: the keyframe becomes appearance conditioning and the noise-prior video latent."""
 from __future__ import annotations
 
-import comfy.model_management
-import comfy.utils
-import torch
 from comfy_api.latest import io
 
-from ..microcinema_core import conditioning, noise_prior
+from ..microcinema_core import noise_prior, sampling
 
 NODE = "MicroCinema Image To Video"
 RESIZE_METHODS = ["bilinear", "bicubic", "area", "lanczos", "nearest-exact"]
@@ -50,27 +47,6 @@ def check_widgets(node: str, **values) -> str | None:
             return f"{node}: input '{name}' must be a number between {low} and {high}, got {value}"
     return None
 
-
-def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
-    """[B, H, W, C] IMAGE (RGB, RGBA or greyscale; any size) -> [B, height, width, 3] in [0, 1]."""
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{NODE}, input 'image': expected an IMAGE [batch, height, width, channels], "
-                         f"got shape {tuple(image.shape)}")
-    if image.shape[0] < 1:
-        raise ValueError(f"{NODE}, input 'image': the IMAGE batch is empty (no keyframe to animate)")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{NODE}, input 'image': the keyframe has NaN or infinite pixel values (a broken upstream "
-                         "node?)")
-    channels = image.shape[-1]
-    if channels in (1, 2):  # greyscale (+ alpha)
-        image = image[..., :1].expand(*image.shape[:-1], 3)
-    elif channels == 4:  # drop alpha
-        image = image[..., :3]
-    pixels = image.movedim(-1, 1).float()
-    pixels = comfy.utils.common_upscale(pixels, width, height, method, crop)
-    return pixels.movedim(1, -1).clamp(0.0, 1.0)
 
 
 class MicroCinemaImageToVideo(io.ComfyNode):
@@ -141,16 +117,9 @@ class MicroCinemaImageToVideo(io.ComfyNode):
                                 resize_method=resize_method)
         if problem:  # values that came through links were not validated before the run
             raise ValueError(problem)
-        if getattr(vae, "latent_channels", 4) != 4 or getattr(vae, "downscale_ratio", 8) != 8:
-            raise ValueError(f"{NODE}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
-                             f"this one has {vae.latent_channels} channels")
-        key_index = noise_prior.keyframe_index(keyframe_position, length, keyframe_index)
-        pixels = prepare_keyframes(image, width, height, resize_method, crop)
-        keyframes = vae.encode(pixels).float().cpu()  # raw VAE latent [B, 4, h/8, w/8]
-        conds = conditioning.appearance_model_conds(keyframes, length, key_index, appearance_strength)
-        latent = noise_prior.ksampler_prior_latent(keyframes, length, noise_prior_gamma, noise_prior.sd_sigma_max())
-        out_latent = {"samples": latent.contiguous(),
-                      "microcinema": {"noise_prior_gamma": float(noise_prior_gamma), "length": int(length),
-                                      "frame_rate": float(frame_rate)}}
-        return io.NodeOutput(conditioning.attach(positive, conds), conditioning.attach(negative, conds), out_latent,
-                             float(frame_rate))
+        pos, neg, latent = sampling.video_inputs(
+            positive, negative, vae, image, width=width, height=height, length=length,
+            keyframe_position=keyframe_position, keyframe_index=keyframe_index,
+            appearance_strength=appearance_strength, noise_prior_gamma=noise_prior_gamma, crop=crop,
+            resize_method=resize_method, frame_rate=frame_rate, node=NODE)
+        return io.NodeOutput(pos, neg, latent, float(frame_rate))

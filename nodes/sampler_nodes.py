@@ -1,16 +1,15 @@
 """MicroCinema Sampler: all of stage 2 in one node (conditioning + stock KSampler + VAE decode).
 
-Built from the same pieces as the separate nodes (MicroCinema Image To Video and ComfyUI's own common_ksampler),
-so it gives exactly what the separate graph gives for the same inputs.
+It calls microcinema_core.sampling.animate: the same video_inputs as MicroCinema Image To Video, then ComfyUI's own
+common_ksampler and VAE decode, so it gives exactly what the separate graph gives for the same inputs.
 """
 from __future__ import annotations
 
 import comfy.samplers
-import nodes as comfy_nodes  # ComfyUI's nodes.py (the pack's own folder is only imported relatively)
 from comfy_api.latest import io
 
-from ..microcinema_core import noise_prior
-from .image_to_video_nodes import MAX_FRAMES, MIN_SIDE, MAX_SIDE, MicroCinemaImageToVideo, check_widgets
+from ..microcinema_core import noise_prior, sampling
+from .image_to_video_nodes import MAX_FRAMES, MIN_SIDE, MAX_SIDE, check_widgets
 
 NODE = "MicroCinema Sampler"
 
@@ -94,12 +93,10 @@ class MicroCinemaSampler(io.ComfyNode):
                                sampler_name=sampler_name, scheduler=scheduler)
         if problem:  # values that came through links were not validated before the run
             raise ValueError(problem)
-        pos, neg, latent, rate = MicroCinemaImageToVideo.execute(
-            positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
-            appearance_strength, noise_prior_gamma, "center", frame_rate, "bilinear").args
-        (samples,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, pos, neg, latent,
-                                                 denoise=1.0)
-        frames = vae.decode(samples["samples"])
-        if frames.ndim == 5:  # video VAEs return [B, T, H, W, C]
-            frames = frames.reshape(-1, *frames.shape[-3:])
-        return io.NodeOutput(frames, samples, rate)
+        frames, samples = sampling.animate(
+            model, positive, negative, vae, image, width=width, height=height, length=length, seed=seed,
+            steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+            keyframe_position=keyframe_position, keyframe_index=keyframe_index,
+            appearance_strength=appearance_strength, noise_prior_gamma=noise_prior_gamma, crop="center",
+            resize_method="bilinear", frame_rate=frame_rate, node=NODE)
+        return io.NodeOutput(frames, samples, float(frame_rate))

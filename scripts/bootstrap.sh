@@ -68,16 +68,20 @@ else
 fi
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (main.py missing)" >&2; exit 1; }
 
-# 3. Python requirements: ComfyUI's own (minus the torch family), the pack's, and the test tools
+# 3. Python requirements: ComfyUI's own (minus the torch family), the pack's, its training extras (minus
+#    bitsandbytes) and the test tools
 REQ_STAMP="$VENV/.microcinema-requirements.stamp"  # per venv: several venvs may share .comfyui/
-want="$(cat "$COMFY/requirements.txt" "$ROOT/requirements.txt" "$ROOT/scripts/requirements-test.txt" | sha256sum | cut -c1-16)-$TORCH_VERSION"
+want="$(cat "$COMFY/requirements.txt" "$ROOT/requirements.txt" "$ROOT/requirements-train.txt" "$ROOT/scripts/requirements-test.txt" | sha256sum | cut -c1-16)-$TORCH_VERSION"
 if [ ! -f "$REQ_STAMP" ] && [ "$VENV" = "$ROOT/.venv" ] && [ "$(cat "$STATE/requirements.stamp" 2>/dev/null)" = "$want" ]; then
   cp "$STATE/requirements.stamp" "$REQ_STAMP"  # stamp of older bootstraps (kept in .comfyui/)
 fi
 if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$want" ]; then
-  log "installing ComfyUI requirements, pack requirements and test tools"
+  log "installing ComfyUI requirements, pack requirements, training extras and test tools"
   grep -v -E '^\s*(torch|torchvision|torchaudio)\s*([=<>~!].*)?$' "$COMFY/requirements.txt" > "$STATE/comfy-requirements.txt"
-  "${PIP[@]}" -r "$STATE/comfy-requirements.txt" requests -r "$ROOT/requirements.txt" -r "$ROOT/scripts/requirements-test.txt"
+  # the training extras the tests use; not bitsandbytes: its 8-bit AdamW runs on CUDA only and the wheel is large
+  grep -v -i -E '^\s*bitsandbytes' "$ROOT/requirements-train.txt" > "$STATE/train-requirements.txt"
+  "${PIP[@]}" -r "$STATE/comfy-requirements.txt" requests -r "$ROOT/requirements.txt" -r "$STATE/train-requirements.txt" \
+    -r "$ROOT/scripts/requirements-test.txt"
   # torchvision/torchaudio matching torch 2.13 exist only as CUDA builds: install without deps;
   # the start-up hook below covers their compiled extensions when those cannot load on CPU.
   "${PIP[@]}" --no-deps "torchvision==$TORCHVISION_VERSION" "torchaudio==$TORCHAUDIO_VERSION"

@@ -67,7 +67,7 @@ def _config(mc_core, comfy_dirs, tiny_sd_checkpoint, root: Path, steps: int):
     base = str(comfy_dirs.models["checkpoints"] / tiny_sd_checkpoint)
     return trainer_mod, trainer_mod.TrainConfig(base=base, data=str(data), out=str(root / "run"), frames=2, size=16,
                                                 steps=steps, save_every=1, log_every=1, text_dropout=0.5, lr=1e-3,
-                                                workers=0)
+                                                workers=0, keep_last=0, tensorboard="no")
 
 
 def _run_files(run: Path) -> list[str]:

@@ -120,12 +120,19 @@ def test_stopped_on_one_resumes_on_two_ranks(setting, reference):
     no_staged_files(run)
 
 
-def test_gradient_checkpointing_and_bf16_under_ddp(setting):
+def test_gradient_checkpointing_bf16_ema_and_validation_under_ddp(setting):
+    """bf16 autocast with the frozen UNet stored in bf16 and gradient checkpointing; rank 0 alone keeps the EMA
+    and validates (the other rank waits at the barrier) and the run still ends with identical weights."""
     root, args = setting
     run = root / "ckpt_bf16"
     ranks = torchrun([*args, "--out", str(run), "--steps", "2", "--batch-size", "1", "--workers", "0",
-                      "--gradient-checkpointing", "yes", "--mixed-precision", "bf16"], root / "dump_c")
+                      "--gradient-checkpointing", "yes", "--mixed-precision", "bf16", "--frozen-dtype", "bf16",
+                      "--ema-decay", "0.9", "--val-every", "1", "--val-data", "synthetic:1", "--val-steps", "1",
+                      "--val-frames", "4", "--val-size", "32"], root / "dump_c")
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     log = [json.loads(line) for line in (run / "loss.jsonl").read_text().splitlines()]
     assert all(e["loss"] == e["loss"] and e["loss"] > 0 for e in log)
+    validations = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [(v["step"], v["weights"]) for v in validations] == [(1, "ema"), (2, "ema")]
+    assert (run / "module_ema.safetensors").is_file()
     no_staged_files(run)

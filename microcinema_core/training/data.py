@@ -73,7 +73,7 @@ class ClipDataset(Dataset):
 
     def __init__(self, source: str, *, frames: int, size: int, stride: int = 1, fps: float = 0.0,
                  video_root: str | None = None, keyframe: str = "center", text_dropout: float = 0.0,
-                 window: str = "random", seed: int = 0, max_skips: int = 32):
+                 window: str = "random", seed: int = 0, max_skips: int = 32, holdout: int = 0):
         if frames < 1 or size < 1 or stride < 1 or fps < 0 or max_skips < 1:
             raise ValueError(f"ClipDataset: frames, size, stride, max_skips must be >= 1 and fps >= 0 "
                              f"(got frames={frames}, size={size}, stride={stride}, fps={fps}, max_skips={max_skips})")
@@ -88,6 +88,10 @@ class ClipDataset(Dataset):
         self.window = FrameWindow(frames, stride, fps)
         self.size, self.keyframe, self.text_dropout = size, keyframe, text_dropout
         self.window_mode, self.seed, self.max_skips = window, seed, max_skips
+        if not 0 <= holdout < len(self.index):
+            raise DataError(f"{self.source}: cannot hold out {holdout} of its {len(self.index)} clips for validation "
+                            "(at least one must remain to train on)")
+        self.holdout = holdout
         self._epoch, self._order = -1, np.empty(0, np.int64)
         self._warned: set[int] = set()
 
@@ -98,12 +102,16 @@ class ClipDataset(Dataset):
         return state
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.index) - self.holdout
+
+    def held_out(self) -> range:
+        """Clip numbers of the index that training never draws (``holdout``: the last ones), for validation."""
+        return range(len(self), len(self.index))
 
     def order(self, epoch: int) -> np.ndarray:
         """The clip order of ``epoch`` (only the current epoch's permutation is kept)."""
         if epoch != self._epoch:
-            self._order = seeding.epoch_order(self.seed, epoch, len(self.index)).numpy()
+            self._order = seeding.epoch_order(self.seed, epoch, len(self)).numpy()
             self._epoch = epoch
         return self._order
 
@@ -111,7 +119,7 @@ class ClipDataset(Dataset):
         n = int(n)
         if n < 0:
             raise IndexError(f"sample ordinal {n} < 0")
-        count = len(self.index)
+        count = len(self)
         epoch, position = divmod(n, count)
         order = self.order(epoch)
         key_index, dropped = seeding.sample_choices(self.seed, n, self.window.frames, self.keyframe, self.text_dropout)

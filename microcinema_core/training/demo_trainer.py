@@ -10,7 +10,7 @@ import torch
 
 from .. import checkpoint, demo
 from ..module import ModuleConfig
-from . import batching, demo_text, loop, run_state
+from . import batching, demo_text, loop, run_state, validation
 from .distributed import DistContext
 from .model_setup import DemoSetup
 from .synthetic_stream import SyntheticClips
@@ -32,7 +32,8 @@ def phase_files(phase: str) -> run_state.RunFiles:
 class DemoTrainer:
     def __init__(self, out: Path, phase: str, lr: float, batch: int, noise_prior_lambda: float,
                  appearnet: bool, seed: int, base: Path | None, text_sign: int = demo.TEXT_SIGN,
-                 workers: int = 0, dist: DistContext | None = None):
+                 workers: int = 0, dist: DistContext | None = None, ema_decay: float = 0.0, val_every: int = 0,
+                 val_count: int = 8, val_steps: int = 8, val_cfg: float = 5.0, val_weights: str = "both"):
         self.out, self.phase = Path(out), phase
         self.setup = DemoSetup(phase, self.out, base, ModuleConfig(appearnet=appearnet, motion_text_sign=text_sign),
                                seed)
@@ -40,9 +41,16 @@ class DemoTrainer:
                                 frames_per_sample=None if phase == "video" else 1)
         cfg = loop.LoopConfig(out=str(out), batch_size=batch, lr=lr, weight_decay=1e-2, warmup_steps=100,
                               noise_prior_lambda=noise_prior_lambda, loss_weighting="snr20", mixed_precision="no",
-                              gradient_checkpointing="no", log_every=25, seed=seed, workers=workers)
+                              gradient_checkpointing="no", log_every=25, seed=seed, workers=workers,
+                              ema_decay=ema_decay, tensorboard="no")
         self.loop = loop.TrainLoop(cfg, self.setup, stream, dist or DistContext(), phase_files(phase),
                                    collate=batching.collate, metadata={"phase": phase})
+        if val_every > 0 and phase == "video" and self.loop.dist.is_main:
+            # the demo test's sampling settings (tests/test_demo_model.py): 8 euler steps, cfg 5, gamma 0.02
+            self.loop.validator = validation.Validator(validation.ValidationConfig(
+                every=val_every, source=f"synthetic:{val_count}", count=val_count, frames=FRAMES, width=SIZE,
+                height=SIZE, sampling_steps=val_steps, cfg=val_cfg, gamma=0.02, seed=seed, weights=val_weights),
+                self.out)
 
     @property
     def step(self) -> int:
@@ -66,6 +74,10 @@ class DemoTrainer:
 
     def save(self) -> None:
         self.loop.save()
+
+    @property
+    def ema(self):
+        return self.loop.ema
 
     def train(self, steps: int, save_every: int = 200, warmup: int = 100) -> float:
         self.loop.cfg.steps, self.loop.cfg.save_every, self.loop.cfg.warmup_steps = steps, save_every, warmup

@@ -6,8 +6,8 @@ frames (or cached latents) from a torch DataLoader, and for each sample n:
   eps = eps_n + lambda * repeat_T(z_c) (Appearance Noise Prior), eps_n and the timestep drawn from (seed, n);
   z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps; the video UNet (AppearNet fed z_c, the keyframe mask and each
   frame's offset) predicts eps (v for v-prediction bases); loss: losses.diffusion_loss.
-Gradients are averaged over ranks by DistributedDataParallel; only rank 0 logs and writes checkpoints, and every
-rank waits for it. Since all randomness of a sample comes from (seed, n) and the resume state stores the next
+Gradients are averaged over ranks by DistributedDataParallel; only rank 0 logs, keeps the EMA of the weights,
+validates and writes checkpoints, and every rank waits for it. Since all randomness of a sample comes from (seed, n) and the resume state stores the next
 ordinal, a run resumes exactly, on any number of ranks.
 
 What is trained and how frames and text become tensors is the model set-up's business (ModelSetup below): the
@@ -16,9 +16,10 @@ SD1.x/SD2.x base with a MicroCinema module (model_setup.StableDiffusionSetup) or
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ from torch import nn
 
 from .. import noise_prior
 from ..conditioning import appearance_hint
-from . import batching, losses, optim, run_state, seeding
+from . import batching, losses, optim, run_state, schedule, seeding
 from .distributed import DistContext
+from .ema import EMA, ema_decay
+from .run_log import RunLog
 
 log = logging.getLogger("microcinema.train")
 
@@ -47,6 +50,9 @@ class ModelSetup(Protocol):
     def contexts(self, captions: list[str]) -> torch.Tensor: ...       # -> [B, L, D]
     def write_weights(self, stage: run_state.Stager, metadata: dict) -> None: ...
     def load_weights(self, folder: Path) -> None: ...
+    def write_ema(self, stage: run_state.Stager, metadata: dict, averaged: nn.Module) -> None: ...
+    def read_ema(self, folder: Path) -> Optional[dict]: ...        # keyed like trainable.state_dict()
+    def sampling_model(self, weights: nn.Module): ...              # -> (MODEL, CLIP, VAE) for validation
 
 
 @dataclass
@@ -58,7 +64,13 @@ class LoopConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     warmup_steps: int = 0
+    lr_schedule: str = "constant"       # constant | cosine (after the warm-up, down to min_lr_ratio x lr)
+    min_lr_ratio: float = 0.0
     max_grad_norm: float = 1.0
+    ema_decay: float = 0.0              # 0: no EMA; else e.g. 0.999 (module_ema.safetensors next to the module)
+    ema_warmup: int = 10                # EMA decay warm-up: min(decay, (1 + n) / (ema_warmup + n))
+    keep_last: int = 0                  # numbered copies of the last K checkpoints under checkpoints/ (0: none)
+    tensorboard: str = "auto"           # auto (when installed) | yes | no
     noise_prior_lambda: float = 0.03
     loss_weighting: str = "mse"         # mse (the paper) | snr20 (the demo: losses.py)
     mixed_precision: str = "auto"       # auto (bf16 on CUDA) | no | fp16 | bf16
@@ -130,6 +142,9 @@ class TrainLoop:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.autocast == torch.float16 and self.device.type == "cuda")
         self.all_abar = setup.alphas_cumprod.float().cpu()
+        # rank 0 alone keeps the average: the others would hold identical copies for nothing
+        self.ema = EMA(setup.trainable, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 and dist.is_main else None
+        self.validator = None  # set by the caller: validation.Validator
         self.step = 0
         self.next_ordinal = 0  # the first sample ordinal of the next step
         self.skipped = 0
@@ -190,7 +205,8 @@ class TrainLoop:
             multiprocessing_context=worker_context() if workers else None)
 
     def set_lr(self) -> float:
-        scale = min(1.0, (self.step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps > 0 else 1.0
+        cfg = self.cfg
+        scale = schedule.lr_factor(self.step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * scale
         return self.optimizer.param_groups[0]["lr"]
@@ -201,7 +217,7 @@ class TrainLoop:
         last = math.nan
         if self.step >= cfg.steps:
             return last
-        log_file = open(self.out / self.files.log, "a") if dist.is_main else None
+        log_file = RunLog(self.out / self.files.log, cfg.tensorboard) if dist.is_main else None
         batches = iter(self.loader())
         window = {"loss": [], "wait": 0.0, "time": 0.0}
         try:
@@ -226,6 +242,8 @@ class TrainLoop:
                 self.scaler.update()
                 self.step += 1
                 self.next_ordinal += self.samples_per_step
+                if self.ema is not None:
+                    self.ema.update(self.setup.trainable)
                 last = dist.mean(total)
                 window["loss"].append(last)
                 window["wait"] += wait
@@ -235,6 +253,8 @@ class TrainLoop:
                     window = {"loss": [], "wait": 0.0, "time": 0.0}
                 if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     self.save()
+                if self.validator is not None and self.validator.due(self.step, cfg.steps):
+                    self.validate()
                 if on_step is not None:
                     on_step(self)
         finally:
@@ -249,6 +269,16 @@ class TrainLoop:
                 self.skipped += 1
                 log.warning("skipped training clip %s", name)
 
+    def validate(self) -> None:
+        """Rank 0 samples the validation set (with the EMA weights when there are some); the others wait."""
+        if self.dist.is_main:
+            weights = {"raw": self.setup.trainable}
+            if self.ema is not None:
+                weights["ema"] = self.ema.module
+            self.validator.run(self, weights)
+            self.setup.net.train()
+        self.dist.barrier()
+
     def _log(self, log_file, window: dict, lr: float, grad_norm: float) -> None:
         n = max(1, len(window["loss"]))
         seconds = window["time"] / n
@@ -256,24 +286,52 @@ class TrainLoop:
                  "seconds_per_step": seconds, "data_wait": window["wait"] / n,
                  "clips_per_second": self.samples_per_step / seconds if seconds > 0 else None,
                  "skipped_clips": self.skipped}
-        log_file.write(json.dumps(entry) + "\n")
-        log_file.flush()
+        if self.ema is not None:
+            entry["ema_decay"] = ema_decay(self.ema.decay, self.ema.warmup, self.ema.updates)
+        log_file.write(entry)
         log.info("step %d loss %.5f lr %.2e grad norm %.3f %.2f s/step (data wait %.3f s)", self.step,
                  entry["loss"], lr, grad_norm, seconds, entry["data_wait"])
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"step": self.step, "next_ordinal": self.next_ordinal, "seed": self.cfg.seed,
+                "ema_updates": self.ema.updates if self.ema is not None else 0,
                 "world_size": self.dist.world, "samples_per_step": self.samples_per_step,
                 "config": {k: v for k, v in vars(self.cfg).items()}, **self.metadata}
 
     def save(self) -> None:
         if self.dist.is_main:
             meta = {"step": str(self.step), "noise_prior_lambda": str(self.cfg.noise_prior_lambda)}
-            run_state.save(self.out, self.files, lambda stage: self.setup.write_weights(stage, meta),
-                           self.optimizer, self.state())
+
+            def weights(stage: run_state.Stager) -> None:
+                self.setup.write_weights(stage, meta)
+                if self.ema is not None:
+                    self.setup.write_ema(stage, meta, self.ema.module)
+
+            written = run_state.save(self.out, self.files, weights, self.optimizer, self.state())
+            if self.cfg.keep_last > 0:
+                self._keep_numbered(written)
             log.info("saved step %d to %s", self.step, self.out)
         self.dist.barrier()
+
+    def _keep_numbered(self, written: list[Path]) -> None:
+        """checkpoints/step-0000250/ gets the weight files of this save (hard links where the file system has
+        them: no copy); only the last ``keep_last`` such folders stay."""
+        root = self.out / "checkpoints"
+        folder = root / f"step-{self.step:07d}"
+        staging = root / f".{folder.name}.staged-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for path in written:
+            try:
+                os.link(path, staging / path.name)
+            except OSError:
+                shutil.copy2(path, staging / path.name)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+        numbered = sorted(p for p in root.iterdir() if p.name.startswith("step-"))
+        for old in numbered[:-self.cfg.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _resume(self) -> None:
         state = run_state.read_state(self.out, self.files)
@@ -284,6 +342,12 @@ class TrainLoop:
                         state.get("seed"), self.cfg.seed)
         self.setup.load_weights(self.out)
         run_state.restore_optimizer(self.out, self.files, self.optimizer)
+        if self.ema is not None:
+            averaged = self.setup.read_ema(self.out)
+            if averaged is not None:
+                self.ema.load(averaged, int(state.get("ema_updates", 0)))
+            else:
+                log.warning("%s has no EMA weights: the average starts from the resumed weights", self.out)
         self.step = int(state["step"])
         self.next_ordinal = int(state.get("next_ordinal", self.step * self.samples_per_step))
         if state.get("samples_per_step") not in (None, self.samples_per_step):

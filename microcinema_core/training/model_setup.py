@@ -140,6 +140,39 @@ class StableDiffusionSetup:
             spatial, _ = checkpoint.read_safetensors(str(folder / "spatial.safetensors"))
             self.unet.load_state_dict(spatial)
 
+    def write_ema(self, stage: Stager, metadata: dict, averaged: nn.Module) -> None:
+        """module_ema.safetensors (a module file like module.safetensors), and spatial_ema.safetensors when the
+        spatial UNet trains too (``averaged`` is then an averaged copy of the whole VideoUNet)."""
+        meta = {**metadata, "weights": "ema"}
+        if not self.train_spatial:
+            checkpoint.save_module(averaged, stage("module_ema.safetensors"), extra_metadata=meta)
+            return
+        checkpoint.save_module(averaged.microcinema, stage("module_ema.safetensors"), extra_metadata=meta)
+        spatial = {k: v.detach().cpu().contiguous() for k, v in averaged.state_dict().items()
+                   if not k.startswith("microcinema.")}
+        checkpoint.write_safetensors_atomic(spatial, stage("spatial_ema.safetensors"), {"weights": "ema"})
+
+    def sampling_model(self, weights: nn.Module):
+        """(MODEL, CLIP, VAE) for sampling with ``weights`` (the trained module, or its averaged copy) through
+        ComfyUI: a clone of the base MODEL whose diffusion model is the video UNet of those weights. Its load and
+        offload devices are the training device, so ComfyUI's memory management never moves the UNet that
+        training shares with it."""
+        net = weights if isinstance(weights, VideoUNet) else VideoUNet(self.unet, weights)
+        patched = self.model.clone()
+        patched.add_object_patch("diffusion_model", net)
+        patched.load_device = patched.offload_device = self.device
+        return patched, self.clip, self.vae
+
+    def read_ema(self, folder: Path) -> Optional[dict]:
+        """The averaged weights saved by write_ema, keyed like ``trainable``'s state dict (None if absent)."""
+        if not (folder / "module_ema.safetensors").is_file():
+            return None
+        module_sd, _ = checkpoint.read_safetensors(str(folder / "module_ema.safetensors"))
+        if not self.train_spatial:
+            return module_sd
+        spatial, _ = checkpoint.read_safetensors(str(folder / "spatial_ema.safetensors"))
+        return {**spatial, **{"microcinema." + k: v for k, v in module_sd.items()}}
+
 
 def _sd1_clip_keys(sd: dict, prefix: str) -> dict:
     # ComfyUI's CLIP.get_sd() returns keys like "clip_l.transformer..."; SD1 files store "transformer..."
@@ -159,6 +192,7 @@ class DemoSetup:
         self.alphas_cumprod = demo_text.alphas_cumprod()
         self.text = demo_text.encode_captions(demo_text.captions())
         self.weights_name = "unet.safetensors" if phase == "image" else "module.safetensors"
+        self.models_dir = Path(folder) / "demo_models"  # the widened demo files validation samples through
         if self.video:
             sd, _ = checkpoint.read_safetensors(str(base or folder / "unet.safetensors"))
             self.unet.load_state_dict({k: v.float() for k, v in sd.items()})
@@ -191,3 +225,29 @@ class DemoSetup:
     def load_weights(self, folder: Path) -> None:
         sd, _ = checkpoint.read_safetensors(str(folder / self.weights_name))
         self.trainable.load_state_dict({k: v.float() for k, v in sd.items()})
+
+    def sampling_model(self, weights: nn.Module):
+        """(MODEL, CLIP, VAE): the demo checkpoint as ComfyUI loads it, with the twin's video UNet patched in."""
+        if not self.video:
+            raise ValueError("the demo's image phase trains no video model to sample")
+        from ..demo_sampler import DemoSampler
+
+        if getattr(self, "_sampler", None) is None:
+            self._sampler = DemoSampler(self.models_dir)
+        return self._sampler.with_twin(self.unet, weights), self._sampler.clip, self._sampler.vae
+
+    @property
+    def ema_name(self) -> str:
+        return self.weights_name.replace(".safetensors", "_ema.safetensors")
+
+    def write_ema(self, stage: Stager, metadata: dict, averaged: nn.Module) -> None:
+        meta = {**metadata, "weights": "ema"}
+        if self.video:
+            checkpoint.save_module(averaged, stage(self.ema_name), extra_metadata=meta)
+        else:
+            checkpoint.write_safetensors_atomic({k: v.detach().contiguous() for k, v in averaged.state_dict().items()},
+                                                stage(self.ema_name), {"step": metadata["step"], "weights": "ema"})
+
+    def read_ema(self, folder: Path) -> Optional[dict]:
+        path = folder / self.ema_name
+        return checkpoint.read_safetensors(str(path))[0] if path.is_file() else None

@@ -52,10 +52,12 @@ class Stager:
 
 
 def save(folder: Path, files: RunFiles, write_weights: Callable[[Stager], None],
-         optimizer: torch.optim.Optimizer, state: dict) -> None:
+         optimizer: torch.optim.Optimizer, state: dict) -> list[Path]:
+    """Writes the checkpoint; returns the weight files written (not the optimiser state nor the JSON)."""
     stager = Stager(folder)
     try:
         write_weights(stager)
+        weights = [final for _, final in stager.staged]
         tensors, groups = flatten_optimizer(optimizer)
         checkpoint.write_safetensors_atomic(tensors, stager(files.optimizer), {"param_groups": json.dumps(groups)})
         stager.commit()
@@ -65,6 +67,7 @@ def save(folder: Path, files: RunFiles, write_weights: Callable[[Stager], None],
     tmp = folder / f".{files.state}.staged-{os.getpid()}"
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, folder / files.state)
+    return weights
 
 
 def read_state(folder: Path, files: RunFiles) -> dict | None:

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from ..module import ModuleConfig
-from . import batching, data, distributed, loop
+from . import batching, data, distributed, loop, validation
 
 log = logging.getLogger("microcinema.train")
 
@@ -40,8 +40,12 @@ class TrainConfig:
     steps: int = 1000
     lr: float = 1e-4
     warmup_steps: int = 0
+    lr_schedule: str = "constant"     # constant | cosine (after the warm-up, to min_lr_ratio x lr at the last step)
+    min_lr_ratio: float = 0.0
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
+    ema_decay: float = 0.0            # 0: no EMA; e.g. 0.9999 for long runs (module_ema.safetensors)
+    ema_warmup: int = 10
     noise_prior_lambda: float = 0.03
     text_dropout: float = 0.1
     train_spatial: bool = False
@@ -56,7 +60,19 @@ class TrainConfig:
     optimizer: str = "adamw"          # adamw (fused on CUDA) | adamw8bit (bitsandbytes)
     workers: int = 2                  # DataLoader worker processes per rank
     save_every: int = 250
+    keep_last: int = 3                # numbered checkpoints kept under checkpoints/ (0: only the latest)
     log_every: int = 10
+    tensorboard: str = "auto"         # auto (when installed) | yes | no
+    val_every: int = 0                # validate every N steps (0: never)
+    val_data: str = ""                # keyframe images + .txt prompts, synthetic:N, holdout, or a clip source
+    val_holdout: int = 0              # clips of --data kept out of training (for --val-data holdout)
+    val_count: int = 4
+    val_frames: int = 0               # 0: --frames
+    val_size: int = 0                 # 0: --size (square)
+    val_steps: int = 20               # sampling steps
+    val_cfg: float = 7.5
+    val_gamma: float = 0.02
+    val_weights: str = "ema"          # ema | raw | both
     seed: int = 0
     module_init: Optional[str] = None  # start from an existing module/full checkpoint
     device: str = "auto"
@@ -71,7 +87,7 @@ def build_dataset(cfg: TrainConfig) -> torch.utils.data.Dataset:
                                           seed=cfg.seed)
     return data.ClipDataset(cfg.data, frames=cfg.frames, size=cfg.size, stride=cfg.stride, fps=cfg.fps,
                             video_root=cfg.video_root, keyframe=cfg.keyframe, text_dropout=cfg.text_dropout,
-                            window=cfg.window, seed=cfg.seed)
+                            window=cfg.window, seed=cfg.seed, holdout=cfg.val_holdout)
 
 
 def check_precision(cfg: TrainConfig, device: torch.device) -> None:
@@ -104,9 +120,19 @@ class Trainer:
             noise_prior_lambda=cfg.noise_prior_lambda, loss_weighting=cfg.loss_weighting,
             mixed_precision=cfg.mixed_precision, gradient_checkpointing=cfg.gradient_checkpointing,
             optimizer=cfg.optimizer, save_every=cfg.save_every, log_every=cfg.log_every, seed=cfg.seed,
-            workers=cfg.workers)
+            workers=cfg.workers, lr_schedule=cfg.lr_schedule, min_lr_ratio=cfg.min_lr_ratio,
+            ema_decay=cfg.ema_decay, ema_warmup=cfg.ema_warmup, keep_last=cfg.keep_last,
+            tensorboard=cfg.tensorboard)
         self.loop = loop.TrainLoop(loop_cfg, self.setup, self.dataset, self.dist, collate=batching.collate,
                                    metadata={"train_config": asdict(cfg)})
+        if cfg.val_every > 0 and self.dist.is_main:
+            self.loop.validator = validation.Validator(validation.ValidationConfig(
+                every=cfg.val_every, source=cfg.val_data or "holdout", count=cfg.val_count,
+                frames=cfg.val_frames or cfg.frames, width=cfg.val_size or cfg.size, height=cfg.val_size or cfg.size,
+                sampling_steps=cfg.val_steps, cfg=cfg.val_cfg, gamma=cfg.val_gamma, seed=cfg.seed,
+                weights=cfg.val_weights), Path(cfg.out), self.dataset)
+        elif cfg.val_every > 0:
+            self.loop.validator = validation.Validator.on_other_rank(cfg.val_every)
 
     @property
     def step(self) -> int:

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# One command on a CUDA machine: does MicroCinema training run there, how fast, and in how much memory?
+#
+#   scripts/gpu_check.sh              # tiny-UNet smoke, then the SD1.5-width module at 256x256x16
+#   scripts/gpu_check.sh --no-full    # the smoke only
+#   scripts/gpu_check.sh --cpu        # the same path on the CPU, tiny sizes (a dry run of this script)
+#
+# Each pass is a 1-rank `torchrun --standalone` run of `python -m microcinema_core.train` (through
+# scripts/gpu_check_train.py, which runs it in-process and then reads torch's CUDA peak) with bf16 autocast and
+# gradient checkpointing on, over synthetic captioned clips, on a random-weight checkpoint ComfyUI detects as SD1.5:
+#   1. "tiny": the pack's small SD1.5-shaped UNet (one 320-channel level; full CLIP-L and VAE)
+#   2. "sd15": SD1.5's real UNet config (860 M parameters, a 2 GB file generated once) with the full-size module
+#      (1.28 G trained parameters: its checkpoint at the end writes about 15 GB, deleted afterwards)
+# Each pass prints one "gpu_check: ..." line: step time (median of the logged windows after the first), clips/s,
+# peak CUDA memory allocated/reserved, device name. Without CUDA it stops at once with one line, exit code 1.
+#
+# Settings (environment):
+#   PYTHON          interpreter with a CUDA build of torch (default: .venv/bin/python, else python3)
+#   COMFYUI_PATH    ComfyUI checkout (default: the one scripts/bootstrap.sh recorded)
+#   GPU_CHECK_DIR   where checkpoints, clips and runs go (default: .cache/gpu_check)
+#   STEPS, FULL_STEPS   steps of the two passes (default 40 and 12)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"  # python -m microcinema_core.* resolves the package from here
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+else PY="python3"; fi
+DIR="${GPU_CHECK_DIR:-$ROOT/.cache/gpu_check}"
+STEPS="${STEPS:-40}"
+FULL_STEPS="${FULL_STEPS:-12}"
+CPU=0
+FULL=1
+for arg in "$@"; do
+  case "$arg" in
+    --cpu) CPU=1 ;;
+    --no-full) FULL=0 ;;
+    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check: unknown option $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "[gpu_check] $*" >&2; }
+HELPER=(scripts/gpu_check_train.py)
+
+if [ "$CPU" = 1 ]; then
+  "$PY" "${HELPER[@]}" probe --cpu
+  # small enough for a 2-core CPU: the point is the code path, not the figures
+  SIZE=64; FRAMES=4; STEPS=4; LOG_EVERY=2; WORKERS=1; DEVICE=cpu; FULL=0
+else
+  "$PY" "${HELPER[@]}" probe || exit 1
+  SIZE=256; FRAMES=16; LOG_EVERY=5; WORKERS=4; DEVICE=auto
+fi
+mkdir -p "$DIR"
+
+CLIPS="$DIR/clips-${SIZE}px-${FRAMES}f"
+if [ ! -f "$CLIPS/.complete" ]; then
+  log "rendering 16 synthetic clips ($SIZE px, $FRAMES frames) into $CLIPS"
+  rm -rf "$CLIPS"
+  "$PY" -m microcinema_core.training.synthetic --out "$CLIPS" --count 16 --frames "$FRAMES" --size "$SIZE"
+  touch "$CLIPS/.complete"
+fi
+
+# run_pass LABEL CHECKPOINT RUN_DIR STEPS LOG_EVERY
+run_pass() {
+  local label="$1" base="$2" run="$3" steps="$4" every="$5"
+  rm -rf "$run"  # a leftover run folder would resume and train no step
+  log "pass '$label': $steps steps on $base"
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 1 "${HELPER[@]}" train --label "$label" -- \
+    --base "$base" --data "$CLIPS" --out "$run" --frames "$FRAMES" --size "$SIZE" --batch-size 1 \
+    --steps "$steps" --log-every "$every" --save-every "$steps" --mixed-precision bf16 \
+    --gradient-checkpointing yes --workers "$WORKERS" --device "$DEVICE"
+}
+
+"$PY" "${HELPER[@]}" checkpoint tiny "$DIR/tiny_sd15.safetensors"
+run_pass "tiny UNet, ${SIZE}x${SIZE}x${FRAMES}, batch 1" "$DIR/tiny_sd15.safetensors" "$DIR/run-tiny" \
+  "$STEPS" "$LOG_EVERY"
+
+if [ "$FULL" = 1 ]; then
+  "$PY" "${HELPER[@]}" checkpoint sd15 "$DIR/sd15_random.safetensors"
+  run_pass "SD1.5-width module, ${SIZE}x${SIZE}x${FRAMES}, batch 1" "$DIR/sd15_random.safetensors" \
+    "$DIR/run-sd15" "$FULL_STEPS" 3
+  rm -f "$DIR"/run-sd15/*.safetensors  # ~15 GB of random-weight module + optimiser state; loss.jsonl stays
+fi
+log "done (runs in $DIR)"

@@ -371,7 +371,8 @@ def report(args) -> None:
         ("module gradients, fp32", grads, "exact"),
         ("AdamW moments, 2 x fp32", adamw, "exact"),
         ("  or 8-bit AdamW moments", adamw8, "exact (bitsandbytes' layout)"),
-        ("DDP gradient buckets (world > 1)", grads, "exact (DDP's default copy)"),
+        ("DDP gradient buckets (world > 1)", 0, "none: gradient_as_bucket_view (the gradients are the buckets)"),
+        ("EMA copy, fp32 (rank 0 only, with --ema-decay)", 4 * n_mod, "exact"),
         (f"activations, checkpointing on, batch {args.batch_size}", act_ckpt, "COMPUTED estimate"),
         (f"activations, checkpointing off, batch {args.batch_size}", full.total, "COMPUTED estimate"),
     ]
@@ -382,10 +383,10 @@ def report(args) -> None:
         print(f"| {name:44s} | {gib(nbytes)} | {how} |")
     base = weights + grads
     print("\ntotals (GiB; + CUDA context and allocator slack):")
-    for label, optimiser, ddp, act in (("1 GPU, AdamW, checkpointing", adamw, 0, act_ckpt),
-                                       ("1 GPU, 8-bit AdamW, checkpointing", adamw8, 0, act_ckpt),
-                                       ("8 GPUs (DDP), AdamW, checkpointing", adamw, grads, act_ckpt),
-                                       ("8 GPUs (DDP), 8-bit AdamW, checkpointing", adamw8, grads, act_ckpt),
+    ema = 4 * n_mod
+    for label, optimiser, ddp, act in (("1 GPU or any DDP rank, AdamW, checkpointing", adamw, 0, act_ckpt),
+                                       ("1 GPU or any DDP rank, 8-bit AdamW, checkpointing", adamw8, 0, act_ckpt),
+                                       ("  + EMA (rank 0), AdamW, checkpointing", adamw, ema, act_ckpt),
                                        ("1 GPU, AdamW, no checkpointing", adamw, 0, full.total)):
         print(f"    {label:42s} {gib(base + optimiser + ddp + act)}")
     print(f"\nactivation detail: kept with checkpointing {gib(kept)} GiB (block inputs and tensors outside blocks), "

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from harness.graph import Graph
+from harness.sd_graphs import trained_module_graph
 
 
 @pytest.mark.training
@@ -62,16 +62,7 @@ def test_train_resume_and_load_in_comfyui(mc, comfy_env, comfy_dirs, tiny_sd_che
     # the module file loads through the node on the same base, and samples
     target = comfy_dirs.models["microcinema"] / "trained_run.safetensors"
     target.write_bytes((tmp_path / "run" / "module.safetensors").read_bytes())
-    g = Graph()
-    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
-    model = g.node("MicroCinemaApplyModule", model=ckpt.out(0), module_name=target.name, motion_module="none")
-    pos = g.node("CLIPTextEncode", text="a red circle moving left", clip=ckpt.out(1))
-    image = g.node("EmptyImage", width=32, height=32, batch_size=1, color=0xFF0000)
-    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=pos, vae=ckpt.out(2), image=image, width=32,
-                 height=32, length=4, keyframe_position="center", keyframe_index=0, appearance_strength=1.0,
-                 noise_prior_gamma=0.02, crop="center", frame_rate=8.0, resize_method="bilinear")
-    ks = g.node("KSampler", model=model, seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal",
-                positive=i2v.out(0), negative=i2v.out(1), latent_image=i2v.out(2), denoise=1.0)
+    g, ks = trained_module_graph(tiny_sd_checkpoint, target.name)
     result = run_graph(g, outputs=[ks])
     assert torch.isfinite(result[ks.id]["samples"]).all()
 

@@ -29,7 +29,7 @@ def phase_files(phase: str) -> run_state.RunFiles:
                               log=f"{phase}_loss.jsonl")
 
 
-class DemoTrainer:
+class DemoTrainer(loop.LoopOwner):
     def __init__(self, out: Path, phase: str, lr: float, batch: int, noise_prior_lambda: float,
                  appearnet: bool, seed: int, base: Path | None, text_sign: int = demo.TEXT_SIGN,
                  workers: int = 0, dist: DistContext | None = None, ema_decay: float = 0.0, val_every: int = 0,
@@ -53,31 +53,8 @@ class DemoTrainer:
                 self.out)
 
     @property
-    def step(self) -> int:
-        return self.loop.step
-
-    @property
-    def unet(self):
-        return self.setup.unet
-
-    @property
-    def module(self):
-        return self.setup.module
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.loop.optimizer
-
-    @property
     def weights_path(self) -> Path:
         return self.out / self.setup.weights_name
-
-    def save(self) -> None:
-        self.loop.save()
-
-    @property
-    def ema(self):
-        return self.loop.ema
 
     def train(self, steps: int, save_every: int = 200, warmup: int = 100) -> float:
         self.loop.cfg.steps, self.loop.cfg.save_every, self.loop.cfg.warmup_steps = steps, save_every, warmup

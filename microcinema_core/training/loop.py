@@ -355,3 +355,32 @@ class TrainLoop:
                      self.samples_per_step, state["samples_per_step"], self.next_ordinal)
         if self.dist.is_main:
             log.info("resumed from step %d in %s", self.step, self.out)
+
+
+class LoopOwner:
+    """What the trainers built on the loop expose: its step, trained parts, optimiser, EMA and save."""
+    loop: TrainLoop
+    setup: ModelSetup
+
+    @property
+    def step(self) -> int:
+        return self.loop.step
+
+    @property
+    def unet(self):
+        return self.setup.unet
+
+    @property
+    def module(self):
+        return self.setup.module
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.loop.optimizer
+
+    @property
+    def ema(self) -> Optional[EMA]:
+        return self.loop.ema
+
+    def save(self) -> None:
+        self.loop.save()

@@ -101,7 +101,7 @@ def check_precision(cfg: TrainConfig, device: torch.device) -> None:
                          "needs --mixed-precision bf16 (or fp16); or use --frozen-dtype fp32")
 
 
-class Trainer:
+class Trainer(loop.LoopOwner):
     def __init__(self, cfg: TrainConfig, dist: Optional[distributed.DistContext] = None):
         from .model_setup import StableDiffusionSetup
 
@@ -135,27 +135,8 @@ class Trainer:
             self.loop.validator = validation.Validator.on_other_rank(cfg.val_every)
 
     @property
-    def step(self) -> int:
-        return self.loop.step
-
-    @property
-    def module(self):
-        return self.setup.module
-
-    @property
-    def unet(self):
-        return self.setup.unet
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.loop.optimizer
-
-    @property
     def out(self) -> Path:
         return Path(self.cfg.out)
-
-    def save(self) -> None:
-        self.loop.save()
 
     def train(self, on_step=None) -> float:
         self.loop.cfg.steps = self.cfg.steps  # a caller may raise cfg.steps between runs

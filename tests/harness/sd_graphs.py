@@ -51,3 +51,19 @@ def noise_prior_video_graph(checkpoint: str, keyframe_images: list[str], *, fram
     decode = g.node("VAEDecode", samples=sampler.out(0), vae=ckpt.out(2))
     save = g.node("SaveImage", images=decode.out(0), filename_prefix=save_prefix) if save_prefix else None
     return VideoGraph(g, ckpt, keyframe, empty, noise, sampler, decode, save)
+
+
+def trained_module_graph(checkpoint: str, module_name: str, *, size: int = 32, length: int = 4):
+    """Checkpoint -> MicroCinema Apply Module (a module file a training run wrote) -> Image To Video on a red
+    keyframe -> one KSampler step: does the file load and sample in ComfyUI. Returns (graph, KSampler node)."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=checkpoint)
+    model = g.node("MicroCinemaApplyModule", model=ckpt.out(0), module_name=module_name, motion_module="none")
+    pos = g.node("CLIPTextEncode", text="a red circle moving left", clip=ckpt.out(1))
+    image = g.node("EmptyImage", width=size, height=size, batch_size=1, color=0xFF0000)
+    i2v = g.node("MicroCinemaImageToVideo", positive=pos, negative=pos, vae=ckpt.out(2), image=image, width=size,
+                 height=size, length=length, keyframe_position="center", keyframe_index=0, appearance_strength=1.0,
+                 noise_prior_gamma=0.02, crop="center", frame_rate=8.0, resize_method="bilinear")
+    ks = g.node("KSampler", model=model, seed=1, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal",
+                positive=i2v.out(0), negative=i2v.out(1), latent_image=i2v.out(2), denoise=1.0)
+    return g, ks

@@ -188,6 +188,16 @@ def _score_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1...")
     parser.add_argument("--out", required=True, help="the JSON report to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    gen = parser.add_argument_group("generating the videos first (items with no video in --generated)")
+    gen.add_argument("--base", help="SD1.x/SD2.x checkpoint (.safetensors) the module was trained on; draws the "
+                                    "keyframe of items without one (stage 1)")
+    gen.add_argument("--module", help="MicroCinema module or full checkpoint (.safetensors) that animates it")
+    gen.add_argument("--gen-frames", type=int, default=16, help="frames per generated video")
+    gen.add_argument("--gen-size", type=int, default=256, help="generated width and height (multiple of 16)")
+    gen.add_argument("--gen-steps", type=int, default=25, help="sampling steps (stage 1 and stage 2)")
+    gen.add_argument("--gen-cfg", type=float, default=7.5, help="guidance scale")
+    gen.add_argument("--gen-gamma", type=float, default=0.02, help="Appearance Noise Prior gamma")
+    gen.add_argument("--gen-seed", type=int, default=0, help="item i is sampled with seed gen-seed + i")
     return parser
 
 
@@ -197,6 +207,8 @@ def _items(args: argparse.Namespace) -> tuple[list["EvalItem"], dict]:
 
     if args.protocol and args.manifest:
         raise InputError("--manifest and --protocol exclude each other")
+    if args.num_videos is not None and args.num_videos < 1:
+        raise InputError(f"--num-videos {args.num_videos}: must be at least 1")
     if args.protocol == "ucf101":
         if not args.real_root:
             raise InputError("--real-root: required with --protocol ucf101 (UCF-101's folder)")
@@ -274,20 +286,22 @@ def _score(args: argparse.Namespace) -> int:
                               ("--generated", args.generated, "folder"), ("--manifest", args.manifest, "file"),
                               ("--annotations", args.annotations, "file"), ("--real-root", args.real_root, "folder")):
         exists = os.path.isfile if kind == "file" else os.path.isdir
-        if value and not exists(value):
+        if value and not exists(value) and not (flag == "--generated" and args.module):
             raise InputError(f"{flag} {value}: no such {kind}")
     if args.frames < 1 or args.i3d_size < 32 or args.batch_size < 1:
         raise InputError("--frames and --batch-size must be >= 1, --i3d-size >= 32")
     items, protocol = _items(args)
-    if args.generated and any(item.generated is None for item in items):
+    if args.generated and not args.module and any(item.generated is None for item in items):
         from .evaluation import protocols
 
         with _flag("--generated"):
             items = protocols.attach_generated(items, args.generated)
+    if args.module:
+        items = _generate(args, items)
     missing = [item for item in items if item.generated is None]
     if missing:
-        raise InputError(f"--generated: required: {len(missing)} items have no generated video (generation from "
-                         f"the command line is not available; generate <index>.mp4 files first)")
+        raise InputError(f"--generated: required: {len(missing)} items have no generated video (write <index>.mp4 "
+                         f"files there, or give --base and --module to generate them)")
 
     real = None
     if args.i3d:
@@ -301,8 +315,7 @@ def _score(args: argparse.Namespace) -> int:
             raise InputError("--real-root: FVD (--i3d) needs real videos to compare with")
 
     device = _device(args.device)
-    i3d = clip = None
-    report: dict = {"fvd": None, "clipsim": None}
+    i3d = clip = i3d_info = clip_info = None
     if args.i3d:
         from .evaluation import file_sha256
         from .evaluation.fvd import I3DFeatures
@@ -311,31 +324,51 @@ def _score(args: argparse.Namespace) -> int:
         with _flag("--i3d"):
             model = load_i3d(args.i3d, device)
         i3d = I3DFeatures(model, args.i3d_features, args.i3d_size, args.batch_size, device)
-        report["i3d"] = {"file": os.path.abspath(args.i3d), "sha256": file_sha256(args.i3d),
-                         "features": args.i3d_features, "dim": i3d.dim, "classes": model.num_classes}
-    else:
-        report["i3d"] = None
+        i3d_info = {"file": os.path.abspath(args.i3d), "sha256": file_sha256(args.i3d),
+                    "features": args.i3d_features, "dim": i3d.dim, "classes": model.num_classes}
     if args.clip:
         from .evaluation.clipsim import ClipSim, HFClip
 
         with _flag("--clip"):
             encoder = HFClip(args.clip, device)
         clip = ClipSim(encoder)
-        report["clip"] = encoder.describe()
-    else:
-        report["clip"] = None
+        clip_info = encoder.describe()
     settings = ClipSettings(args.frames, args.sampling, args.short)
-    result = evaluate(items, i3d=i3d, clip=clip, real=real, settings=settings)
-    report.update(result)
-    report["protocol"] = protocol
-    report["settings"] = {**asdict(settings), "i3d_size": args.i3d_size, "batch_size": args.batch_size,
-                          "device": device}
-    report["generated"] = os.path.abspath(args.generated) if args.generated else None
-    report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    report = evaluate(items, i3d=i3d, clip=clip, real=real, settings=settings)
+    report.update({
+        "i3d": i3d_info, "clip": clip_info, "protocol": protocol,
+        "settings": {**asdict(settings), "i3d_size": args.i3d_size, "batch_size": args.batch_size, "device": device},
+        "generated": os.path.abspath(args.generated) if args.generated else None,
+        "generation": None if not args.module else {
+            "base": os.path.abspath(args.base), "module": os.path.abspath(args.module), "frames": args.gen_frames,
+            "size": args.gen_size, "steps": args.gen_steps, "cfg": args.gen_cfg, "gamma": args.gen_gamma,
+            "seed": args.gen_seed},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
     write_report(report, args.out, args.overwrite)
     parts = [f"{k.upper()} {report[k]:.4f}" for k in ("fvd", "clipsim") if report[k] is not None]
     print(f"{', '.join(parts)} ({report['num_generated']} generated, {report['num_real']} real) -> {args.out}")
     return 0
+
+
+def _generate(args: argparse.Namespace, items: list) -> list:
+    """Generate the missing videos into --generated with --base + --module, then attach them."""
+    from .comfy_env import ensure_comfy
+    from .evaluation import protocols
+    from .evaluation.generate import GenerationSettings, ModuleGenerator, generate_missing
+
+    if not args.base or not args.generated:
+        raise InputError("--module: generating needs --base (the checkpoint the module was trained on) and "
+                         "--generated (the folder the videos are written to)")
+    try:
+        ensure_comfy()
+    except RuntimeError as exc:
+        raise InputError(f"--module: {exc}") from None
+    settings = GenerationSettings(args.gen_frames, args.gen_size, args.gen_steps, args.gen_cfg, args.gen_gamma,
+                                  args.gen_seed)
+    generate_missing(items, args.generated, ModuleGenerator(args.base, args.module, settings))
+    with _flag("--generated"):
+        return protocols.attach_generated(items, args.generated)
 
 
 def _prompts(argv: list[str]) -> int:

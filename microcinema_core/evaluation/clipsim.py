@@ -8,9 +8,10 @@ any CLIP can be plugged in; ``HFClip`` adapts a local Hugging Face CLIP folder (
 safetensors weights, loaded with ``local_files_only``). transformers is only imported when a folder is loaded.
 
 The image preprocessing is CLIP's own, done in torch (``clip_preprocess``): shorter side resized to the model's
-input size with bicubic interpolation (antialiased, as PIL's bicubic which CLIP's reference pipeline uses; the
-longer side becomes ``int(size * long / short)``), rounded to 8-bit levels as the reference's PIL image is, centre
-crop, scaled to [0, 1] and normalised with CLIP's mean and standard deviation.
+input size with bicubic interpolation (antialiased, the filter of PIL's bicubic which CLIP's reference pipeline
+uses; the longer side becomes ``int(size * long / short)``), rounded to 8-bit levels as the reference's PIL image
+is, centre crop, scaled to [0, 1] and normalised with CLIP's mean and standard deviation. The resize equals PIL's
+float-mode bicubic; PIL's 8-bit path uses fixed-point coefficients and differs from it by one level on some pixels.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class HFClip:
         self.image_size = int(self.model.config.vision_config.image_size)
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
         self.mean, self.std = _normalisation(folder)
+        log.info("CLIP: %s (images %dx%d)", folder, self.image_size, self.image_size)
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ matrix square root (scipy's sqrtm, kept out of the library).
 """
 from __future__ import annotations
 
-import logging
 from typing import Iterable, Iterator, Literal
 
 import numpy as np
@@ -24,8 +23,6 @@ from einops import rearrange
 
 from . import InputError
 from .i3d import InceptionI3d
-
-log = logging.getLogger(__name__)
 
 FeatureKind = Literal["logits", "pool"]
 FVD_SIZE = 224  # what I3D was trained on and FVD is defined with; smaller sizes are for fast tests only

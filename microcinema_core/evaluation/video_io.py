@@ -144,7 +144,7 @@ def read_fvd_clip(path: str, frames: int = FVD_FRAMES, sampling: Sampling = "fir
     """A file's FVD clip [frames, H, W, 3] without keeping the rest of a long video in memory: ``first`` stops
     decoding after ``frames`` frames; ``even`` counts the packets first, then keeps only the chosen frames."""
     if sampling == "first":
-        decoded, total = _decode(path, stop=frames)
+        decoded, _ = _decode(path, stop=frames)
         return fvd_clip(np.stack(decoded) if decoded else np.zeros((0, 1, 1, 3), np.uint8), frames, sampling,
                         short, path)
     total = 0

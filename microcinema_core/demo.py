@@ -2,7 +2,8 @@
 
     python -m microcinema_core.demo --models-dir .cache/demo_models
 
-writes, under ComfyUI's model-folder names:
+writes, under ComfyUI's model-folder names (into a ComfyUI's own model folders, without overwriting anything:
+``scripts/install_demo_models.py``, see ``demo_install``):
     checkpoints/microcinema_demo_sd15.safetensors     stage 1 (text -> keyframe) and the SD base of stage 2
     microcinema/microcinema_demo_module.safetensors   stage 2: MicroCinema temporal layers + AppearNet
 
@@ -35,6 +36,8 @@ NARROW_MODULE = WEIGHTS_DIR / "demo_module_narrow.safetensors"
 CLIP_SEED = 1
 TEXT_SIGN = 2  # k of the demo module's text sign (ModuleConfig.motion_text_sign)
 DEMO_PROMPT = "a red circle moving left"
+# metadata key of both built files: the build fingerprint (see build_fingerprint)
+BUILD_KEY = "microcinema_demo_build"
 
 
 def demo_module_config():
@@ -74,16 +77,20 @@ def _fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, Path]:
+def build_fingerprint(untrained: bool = False) -> str:
+    """Names what the built files are made from; the same inputs build the same tensors."""
+    trained = not untrained and NARROW_UNET.is_file() and NARROW_MODULE.is_file()
+    return _fingerprint(NARROW_UNET, NARROW_MODULE) if trained else "untrained-" + _fingerprint()
+
+
+def write_demo_files(ckpt_path: Path, module_path: Path, untrained: bool = False) -> None:
+    """Build both demo files at the given paths (replacing whatever is there: callers decide whether they may).
+    Each file's metadata carries ``BUILD_KEY``: the build fingerprint, so that a later run can tell an
+    up-to-date file without building it again."""
     from . import checkpoint, narrow, tiny_models
 
-    ckpt_path = models_dir / "checkpoints" / DEMO_CHECKPOINT
-    module_path = models_dir / "microcinema" / DEMO_MODULE
     trained = not untrained and NARROW_UNET.is_file() and NARROW_MODULE.is_file()
-    stamp = models_dir / ".microcinema_demo_stamp"
-    fingerprint = _fingerprint(NARROW_UNET, NARROW_MODULE) if trained else "untrained-" + _fingerprint()
-    if ckpt_path.is_file() and module_path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
-        return {"checkpoint": ckpt_path, "module": module_path}
+    fingerprint = build_fingerprint(untrained)
     for path in (ckpt_path, module_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     cfg = demo_module_config()
@@ -91,21 +98,36 @@ def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, P
         unet_narrow, _ = checkpoint.read_safetensors(str(NARROW_UNET))
         module_narrow, meta = checkpoint.read_safetensors(str(NARROW_MODULE))
         cfg = checkpoint.detect_config(module_narrow, meta)
-        log.info("building the trained demo models in %s", models_dir)
+        log.info("building the trained demo models")
     else:
-        log.warning("building UNTRAINED demo models in %s (their videos are noise)", models_dir)
+        log.warning("building UNTRAINED demo models (their videos are noise)")
         unet = narrow.build_narrow_unet(tiny_models.TINY_SD15_UNET)
         unet_narrow = unet.state_dict()
         module_narrow = narrow.build_narrow_module(unet, cfg).state_dict()
     unet_wide = narrow.widen(unet_narrow, wide_unet_shapes())
     module_wide = narrow.widen(module_narrow, narrow.wide_module_shapes(tiny_models.TINY_SD15_UNET, cfg))
     checkpoint.write_safetensors_atomic(base_state_dict(unet_wide), str(ckpt_path),
-                                        {"generator": "ComfyUI-MicroCinema demo", "trained": str(trained)})
+                                        {"generator": "ComfyUI-MicroCinema demo", "trained": str(trained),
+                                         BUILD_KEY: fingerprint})
 
     # widen() has checked the keys and shapes against the wide module's, so the file is written directly
     checkpoint.write_safetensors_atomic(
         {k: v.to(torch.float16) for k, v in module_wide.items()}, str(module_path),
-        checkpoint.module_metadata(cfg, "module", {"note": ("" if trained else "un") + "trained demo module"}))
+        checkpoint.module_metadata(cfg, "module", {"note": ("" if trained else "un") + "trained demo module",
+                                                   BUILD_KEY: fingerprint}))
+
+
+def ensure_demo_models(models_dir: Path, untrained: bool = False) -> dict[str, Path]:
+    """Both files under ``models_dir`` (a folder of our own: rebuilt in place when their sources change).
+    Installing into a user's ComfyUI, which must never overwrite a file: ``demo_install``."""
+    ckpt_path = models_dir / "checkpoints" / DEMO_CHECKPOINT
+    module_path = models_dir / "microcinema" / DEMO_MODULE
+    stamp = models_dir / ".microcinema_demo_stamp"
+    fingerprint = build_fingerprint(untrained)
+    if ckpt_path.is_file() and module_path.is_file() and stamp.is_file() and stamp.read_text() == fingerprint:
+        return {"checkpoint": ckpt_path, "module": module_path}
+    log.info("writing the demo models to %s", models_dir)
+    write_demo_files(ckpt_path, module_path, untrained)
     stamp.write_text(fingerprint)
     return {"checkpoint": ckpt_path, "module": module_path}
 

@@ -33,7 +33,9 @@ def comfyui_path() -> Path:
     """COMFYUI_PATH wins; otherwise the checkout scripts/bootstrap.sh recorded; otherwise its default place.
 
     Kept in sync by hand with microcinema_core/comfy_env.py on purpose: importing pack modules outside
-    ComfyUI's loader would create a second copy of them under another module name.
+    ComfyUI's loader would create a second copy of them under another module name. One difference, on purpose:
+    comfy_env also finds the ComfyUI whose custom_nodes/ holds the pack (a user's install, which has no record);
+    the tests always run against the ComfyUI that bootstrap set up for this checkout's virtual environment.
     """
     env = os.environ.get("COMFYUI_PATH")
     if env:

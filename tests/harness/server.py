@@ -131,12 +131,18 @@ class ComfyServer:
     @classmethod
     def start(cls, dirs: SessionDirs, extra: list[str] | None = None, timeout: float = 180.0) -> "ComfyServer":
         port = free_port()
+        return cls.launch(main_command(dirs, port=port, extra=extra), port, dirs, comfyui_path(), server_env(),
+                          timeout)
+
+    @classmethod
+    def launch(cls, cmd: list[str], port: int, dirs: SessionDirs, cwd: Path, env: dict[str, str],
+               timeout: float = 180.0) -> "ComfyServer":
+        """Run a main.py command line of the caller's (``port``: its --port) and wait until it answers."""
         log_path = dirs.root / f"server-{port}.log"
-        cmd = main_command(dirs, port=port, extra=extra)
         log.info("starting %s", " ".join(cmd))
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(cmd, cwd=str(comfyui_path()), stdout=log_file, stderr=subprocess.STDOUT,
-                                       env=server_env(), start_new_session=True)
+            process = subprocess.Popen(cmd, cwd=str(cwd), stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
         server = cls(dirs, port, process, log_path)
         try:
             server._wait_ready(timeout)

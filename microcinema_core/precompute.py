@@ -48,11 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        return _precompute(args, device)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _precompute(args: argparse.Namespace, device) -> int:
+    import torch
+
     from .training import data, latent_cache
     from .training.loop import worker_context
     from .training.model_setup import FrozenEncoders
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     clips = data.ClipDataset(args.data, frames=args.frames, size=args.size, stride=args.stride, fps=args.fps,
                              video_root=args.video_root, window="first")
     encoders = FrozenEncoders.from_checkpoint(args.base, device)

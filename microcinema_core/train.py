@@ -91,6 +91,15 @@ def parse_args(argv: list[str] | None):
     return TrainConfig(**values)
 
 
+def _message(error: BaseException) -> str:
+    """The error's own message; one raised in a DataLoader worker arrives wrapped with the worker's traceback
+    text, whose last line is the original "DataError: ..." line."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if argv is None:
@@ -115,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         loss = trainer.train()
         if dist.is_main:
             logging.info("done: step %d, last loss %.5f, checkpoints in %s", trainer.step, loss, cfg.out)
+    except (ValueError, FileNotFoundError) as error:
+        # bad options or data (DataError names the source): one line, not a traceback from deep inside
+        print(f"error: {_message(error)}", file=sys.stderr)
+        return 2
     finally:
         dist.close()
     return 0

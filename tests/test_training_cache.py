@@ -108,3 +108,17 @@ def test_precompute_skips_bad_clips_and_refuses_all_bad_data(videos, tmp_path):
     (bad / "empty.txt").write_text("x")
     assert precompute([*common, "--data", str(bad), "--out", str(tmp_path / "c2")]) == 2
     assert not (tmp_path / "c2" / "cache.json").exists()
+
+
+def test_train_cli_names_bad_data_in_one_line(videos, tmp_path, capsys):
+    """A source with no usable clip stops the CLI with one error line naming the source, exit status 2."""
+    bad = tmp_path / "all_bad"
+    bad.mkdir()
+    (bad / "a.mp4").write_bytes(b"")
+    (bad / "a.txt").write_text("nothing")
+    for workers in ("0", "2"):  # in the training process, and raised in a DataLoader worker
+        args = train_args(bad, tmp_path / f"run{workers}") + ["--workers", workers]
+        assert sub("train").main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and str(bad) in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err

@@ -9,7 +9,7 @@ import torch
 
 from . import animatediff, checkpoint
 from .module import MicroCinemaModule, ModuleConfig
-from .patching import MODULE_OPERATIONS, apply_module, check_base, new_module
+from .patching import MODULE_OPERATIONS, apply_module, module_base, new_module
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def module_for(model_patcher, path: Optional[str]) -> MicroCinemaModule:
             f"{name} is an AnimateDiff motion module: choose it as 'motion_module' (from animatediff_models)")
     elif kind != "module":
         raise checkpoint.MicroCinemaCheckpointError(f"{name} is not a MicroCinema checkpoint (no MicroCinema keys)")
-    unet = check_base(model_patcher)
+    unet = module_base(model_patcher)
     with torch.no_grad():
         return checkpoint.module_from_state_dict(unet, sd, MODULE_OPERATIONS, metadata,
                                                  dtype=model_patcher.model.get_dtype(),
@@ -99,7 +99,7 @@ def load_full_checkpoint(path: str, embedding_directory=None):
     model, clip, vae = out[0], out[1], out[2]
     if model is None:
         raise checkpoint.MicroCinemaCheckpointError(f"{os.path.basename(path)}: ComfyUI found no SD UNet in it")
-    unet = check_base(model)
+    unet = module_base(model)
     with torch.no_grad():
         module = checkpoint.module_from_state_dict(unet, module_sd, MODULE_OPERATIONS, metadata,
                                                    dtype=model.model.get_dtype(), device=model.offload_device,

@@ -15,12 +15,12 @@ not part of this module: it stays the user's SD model, so LoRAs, ControlNets and
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from .base_unet import sd_copy
 from .layout import BlockInfo, UNetLayout, read_layout
 from .temporal import ResBlockTemporal, TemporalTransformer
 
@@ -161,7 +161,9 @@ class AppearNet(nn.Module):
         # When a checkpoint will fill the weights, copy the layers but not their data: each parameter and buffer
         # is met in the memo by an uninitialised tensor (an SD1.5 encoder is ~1 GB of data copied for nothing).
         memo = {} if copy_weights else _uninitialised_memo(parts, dtype, device)
-        self.time_embed, self.input_blocks, self.middle_block = (copy.deepcopy(part, memo) for part in parts)
+        # ``unet`` is the checkpoint's own UNet (patching.module_base): nothing another pack inserted or patched
+        # is copied, and sd_copy drops ComfyUI's per-load state (lowvram LoRA functions) from the copy.
+        self.time_embed, self.input_blocks, self.middle_block = (sd_copy(part, memo) for part in parts)
         if copy_weights and (dtype is not None or device is not None):
             for m in (self.time_embed, self.input_blocks, self.middle_block):
                 m.to(dtype=dtype, device=device)

@@ -20,6 +20,7 @@ import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from . import memory_estimate
+from .base_unet import base_unet
 from .module import MicroCinemaModule, ModuleConfig, build_module
 from .video_unet import VideoUNet
 
@@ -60,9 +61,15 @@ def check_base(model_patcher) -> UNetModel:
     return unet
 
 
+def module_base(model_patcher) -> UNetModel:
+    """What a module for this MODEL is built from (layout, AppearNet's encoder copy): the SD UNet's own layers
+    with the checkpoint's weights, without what other packs injected or patched into the shared UNet."""
+    return base_unet(check_base(model_patcher), model_patcher)
+
+
 def new_module(model_patcher, cfg: ModuleConfig) -> MicroCinemaModule:
     """A fresh module for this base: zero temporal outputs, AppearNet copied from the base's encoder."""
-    unet = check_base(model_patcher)
+    unet = module_base(model_patcher)
     dtype = model_patcher.model.get_dtype()
     with torch.no_grad():
         # Initialise in fp32 (init kernels do not exist for fp8), then store in the base model's dtype.
@@ -73,8 +80,10 @@ def new_module(model_patcher, cfg: ModuleConfig) -> MicroCinemaModule:
 
 def apply_module(model_patcher, module: MicroCinemaModule):
     """A clone of ``model_patcher`` that runs as the MicroCinema video model."""
+    # The live UNet, not module_base's view: the video model must run the very layers LoRAs, object patches and
+    # offloading of this MODEL act on. VideoUNet itself keeps to the SD children and blocks of it.
     unet = check_base(model_patcher)
-    video = VideoUNet(unet, module)
+    video = VideoUNet(unet, module, base=module_base(model_patcher))
     patched = model_patcher.clone()
     patched.add_object_patch("diffusion_model", video)
     # ModelPatcher caches its size; count the module so ComfyUI plans memory for it too.

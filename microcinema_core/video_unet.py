@@ -29,6 +29,7 @@ from .conditioning import hint_keyframe, hint_mask, hint_offset
 from .context_windows import ContextSettings, fuse_weights, window_indices, with_keyframe
 from .layout import BlockInfo
 from .module import MicroCinemaModule, block_entry
+from .sd_layers import SD_CHILDREN, own_layers, unet_blocks, walked_layers
 from .temporal import ResBlockTemporal
 
 
@@ -43,10 +44,18 @@ _SPATIAL_ATTRIBUTES = ("model_channels", "in_channels", "out_channels", "num_cla
 
 
 class VideoUNet(nn.Module):
-    def __init__(self, spatial: nn.Module, module: MicroCinemaModule):
+    def __init__(self, spatial: nn.Module, module: MicroCinemaModule, base: Optional[nn.Module] = None):
+        """``base``: the SD-only view of ``spatial`` the module was built from (patching.module_base), when other
+        packs may have changed ``spatial``; it tells how many layers each block holds."""
         super().__init__()
+        # Only the children openaimodel builds: a module another pack hung on the shared UNet must not become
+        # part of this model (loaded, offloaded and saved with it).
         for name, child in spatial.named_children():
-            self.add_module(name, child)
+            if name in SD_CHILDREN:
+                self.add_module(name, child)
+        # How many SD layers each block holds: a longer live block has layers inserted since (sd_layers).
+        self.slots = {_block_key(part, index): len(own_layers(seq, part == "input_blocks" and index == 0))
+                      for part, index, seq in unet_blocks(spatial if base is None else base)}
         for name in _SPATIAL_ATTRIBUTES:
             if hasattr(spatial, name):
                 setattr(self, name, getattr(spatial, name))
@@ -228,7 +237,9 @@ class VideoUNet(nn.Module):
         a = None
         if appearance is not None and injection is not None:
             a = appearance[self.layout.source_for(info)]
-        layers = list(seq)
+        claimed = tuple(c for c, _ in transformer_options.get("patches", {}).get("forward_timestep_embed_patch", []))
+        first = info.part == "input" and info.index == 0
+        layers = walked_layers(seq, first, self.slots.get(info.key, len(seq)), claimed)
         motion = getattr(temporal, "motion", None)
         motion_at = _motion_position(layers) if motion is not None else -1
         res_index = 0
@@ -254,6 +265,11 @@ class VideoUNet(nn.Module):
             if i == motion_at:
                 h = motion(h, num_frames)
         return h
+
+
+def _block_key(part: str, index: int) -> str:
+    """BlockInfo.key of a UNet block (``part`` the UNet attribute: input_blocks, middle_block, output_blocks)."""
+    return "middle" if part == "middle_block" else f"{part[:-len('_blocks')]}.{index}"
 
 
 def _take_frames(value, index: torch.Tensor, batch: int):

@@ -16,6 +16,7 @@ import math
 
 import comfy.patcher_extension
 
+from . import memory_check
 from .video_unet import CONTEXT_OPTION
 
 WRAPPER_KEY = "MicroCinema_memory_estimate"
@@ -47,6 +48,13 @@ def estimate_scale(model_patcher, conds: dict, transformer_options: dict) -> flo
 
 
 def _prepare_sampling(executor, model, noise_shape, conds, *args, **kwargs):
+    frames = frames_in_conds(conds)
+    if frames and len(noise_shape) == 4:
+        # Before ComfyUI loads anything: a video whose frames cannot fit fails here, naming 'length', instead of
+        # minutes later with an allocation error. The stock KSampler got its latent from Image To Video (the
+        # MicroCinema Sampler checks with its own name before it gets here).
+        memory_check.check_sampling(memory_check.IMAGE_TO_VIDEO, model, length=frames, latent_height=noise_shape[2],
+                                    latent_width=noise_shape[3], videos=max(1, noise_shape[0] // frames))
     options = (kwargs.get("model_options") or {}).get("transformer_options", {})
     scale = estimate_scale(model, conds, options)
     if scale != 1.0 and len(noise_shape) > 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import conditioning, noise_prior
+from . import conditioning, memory_check, noise_prior
 
 IMAGE_TO_VIDEO = "MicroCinema Image To Video"
 
@@ -50,8 +50,12 @@ def video_inputs(positive: list, negative: list, vae, image: torch.Tensor, *, wi
         raise ValueError(f"{node}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
                          f"this one has {vae.latent_channels} channels")
     key_index = noise_prior.keyframe_index(keyframe_position, length, keyframe_index)
+    # Before the resize and the encode: a width x height that cannot be sampled at all is refused here, naming it.
+    memory_check.check_video_inputs(node, width=width, height=height, length=length)
     pixels = prepare_keyframes(image, width, height, resize_method, crop, node)
-    keyframes = vae.encode(pixels).float().cpu()  # raw VAE latent [B, 4, h/8, w/8]
+    # The keyframe is resized to width x height first, so the encode costs what width x height costs: tiled when a
+    # whole encode would not fit (an 8192x8192 encode alone grew past 12 GiB).
+    keyframes = memory_check.encode_keyframes(vae, pixels).float().cpu()  # raw VAE latent [B, 4, h/8, w/8]
     conds = conditioning.appearance_model_conds(keyframes, length, key_index, appearance_strength)
     latent = noise_prior.ksampler_prior_latent(keyframes, length, noise_prior_gamma, noise_prior.sd_sigma_max())
     out_latent = {"samples": latent.contiguous(),
@@ -69,6 +73,9 @@ def animate(model, positive: list, negative: list, vae, image: torch.Tensor, *, 
     (``nodes.common_ksampler``, denoise 1) and VAE decode."""
     import nodes as comfy_nodes  # ComfyUI's nodes.py
 
+    # The model is known here: refuse a length that cannot fit (context windows counted) before encoding anything.
+    memory_check.check_sampling(node, model, length=length, latent_height=height // 8, latent_width=width // 8,
+                                videos=image.shape[0] if image.ndim == 4 else 1)
     pos, neg, latent = video_inputs(positive, negative, vae, image, width=width, height=height, length=length,
                                     keyframe_position=keyframe_position, keyframe_index=keyframe_index,
                                     appearance_strength=appearance_strength, noise_prior_gamma=noise_prior_gamma,

@@ -14,14 +14,27 @@ consecutive; ``num_frames`` tells the layers how to regroup them.
 """
 from __future__ import annotations
 
+import logging
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from comfy.ldm.modules.attention import optimized_attention_for_device
 from einops import rearrange
 from torch import nn
+
+log = logging.getLogger(__name__)
+
+# Temporal attention runs over [(b h w), t, c]. On CPU ComfyUI's small-input choice is ``attention_basic`` (SDPA is
+# off there unless --use-pytorch-cross-attention), which materialises fp32 scores [(b h w) * heads, t, t] and their
+# softmax at once: memory grows with t^2 (4096 frames: gigabytes). Above this many bytes of scores, the call is split
+# into chunks of rows (spatial positions) and, when one row alone is too big, of query frames, so memory grows with
+# t only. Every chunk still goes through ComfyUI's chosen function, and below the budget nothing changes.
+ATTENTION_CHUNK_BYTES = 256 * 2**20
+# Copies of the [rows * heads, queries, t] scores alive at once in the materialising paths: the fp32 scores and
+# their softmax (attention_basic; SDPA's math kernel likewise).
+_SCORE_COPIES = 2
 
 
 def sinusoidal_positions(num_frames: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -33,6 +46,43 @@ def sinusoidal_positions(num_frames: int, channels: int, device=None, dtype=None
     pe[0, :, 0::2] = torch.sin(position * div_term)
     pe[0, :, 1::2] = torch.cos(position * div_term)
     return pe.to(dtype) if dtype is not None else pe
+
+
+def attention_chunks(rows: int, frames: int, heads: int, budget: int = 0) -> tuple[int, int]:
+    """(rows per call, query frames per call) that keep one call's scores within ``budget`` bytes
+    (0: ``ATTENTION_CHUNK_BYTES``). (rows, frames) when the whole call fits: no chunking."""
+    budget = budget or ATTENTION_CHUNK_BYTES
+    per_row = heads * frames * frames * 4 * _SCORE_COPIES
+    if rows * per_row <= budget:
+        return rows, frames
+    if per_row <= budget:
+        return max(1, budget // per_row), frames
+    return 1, max(1, budget // (heads * frames * 4 * _SCORE_COPIES))
+
+
+def chunked_attention(attention: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                      budget: int = 0) -> torch.Tensor:
+    """``attention(q, k, v, heads)`` for [rows, t, c] inputs, in chunks whose scores fit ``budget`` bytes.
+    Rows are independent sequences and every query frame's output depends only on its own scores row, so the
+    chunks give the same result as one call (up to float summation order)."""
+    rows, frames, _ = q.shape
+    row_chunk, frame_chunk = attention_chunks(rows, frames, heads, budget)
+    if row_chunk >= rows and frame_chunk >= frames:
+        return attention(q, k, v, heads)  # exactly today's call: small clips are bitwise unchanged
+    log.debug("temporal attention over %d frames x %d positions in chunks of %d positions x %d frames",
+              frames, rows, row_chunk, frame_chunk)
+    out: torch.Tensor | None = None
+    for r0 in range(0, rows, row_chunk):
+        r1 = min(rows, r0 + row_chunk)
+        keys, values = k[r0:r1], v[r0:r1]
+        for f0 in range(0, frames, frame_chunk):
+            f1 = min(frames, f0 + frame_chunk)
+            # attention_pytorch views its inputs as [b, t, heads, d]: a slice of query frames must be contiguous
+            part = attention(q[r0:r1, f0:f1].contiguous(), keys, values, heads)
+            if out is None:
+                out = torch.empty(rows, frames, part.shape[-1], dtype=part.dtype, device=part.device)
+            out[r0:r1, f0:f1] = part
+    return out
 
 
 class TemporalConv(nn.Module):
@@ -88,10 +138,11 @@ class TemporalAttention(nn.Module):
         else:
             width, kept = self.position_channels
             x = x + sinusoidal_positions(x.shape[1], width, device=x.device, dtype=x.dtype)[..., kept.to(x.device)]
-        # Sequences are only T frames long: ComfyUI's small-input choice (SDPA, or the basic kernel where SDPA is
-        # off) beats the chunked kernels it picks for long image sequences (sub-quadratic on CPU).
+        # Sequences are usually only T frames long: ComfyUI's small-input choice (SDPA, or the basic kernel where
+        # SDPA is off) beats the chunked kernels it picks for long image sequences (sub-quadratic on CPU). Long
+        # clips are split so the scores never exceed ATTENTION_CHUNK_BYTES (see chunked_attention).
         attention = optimized_attention_for_device(x.device, small_input=True)
-        out = attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
+        out = chunked_attention(attention, self.to_q(x), self.to_k(x), self.to_v(x), self.heads)
         return self.to_out[0](out)
 
 

@@ -14,6 +14,7 @@ Conditioning arrives as keyword arguments (ComfyUI model conds, see ``conditioni
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import comfy.model_management
@@ -22,7 +23,8 @@ import torch
 import torch.utils.checkpoint
 from einops import rearrange
 from comfy.ldm.modules.attention import SpatialTransformer
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Upsample, apply_control, timestep_embedding
+from comfy.ldm.modules.diffusionmodules.openaimodel import (ResBlock, TimestepBlock, apply_control,
+                                                            forward_timestep_embed, timestep_embedding)
 from torch import nn
 
 from .conditioning import hint_keyframe, hint_mask, hint_offset
@@ -38,6 +40,24 @@ class MicroCinemaInputError(ValueError):
 
 
 CONTEXT_OPTION = "microcinema_context"  # transformer_options key set by the context-window node
+
+# The transformer_options["patches"] kinds the UNet-level forward consults (UNetModel._forward and
+# forward_timestep_embed in ComfyUI), each honoured here with upstream's semantics. tests/test_hook_drift.py reads
+# the running ComfyUI's forward and fails on any kind it consults that is missing here, so a hook added upstream
+# cannot be skipped silently. Attention-level kinds (attn1_patch, attn2_patch, *_output_patch, middle_patch and the
+# "patches_replace" attn1/attn2 replacements) are consulted inside BasicTransformerBlock, which runs unchanged.
+HONOURED_PATCHES: tuple[str, ...] = (
+    "emb_patch",
+    "input_block_patch",
+    "input_block_patch_after_skip",
+    "middle_block_after_patch",  # newer ComfyUI: after the middle block and its ControlNet residual
+    "output_block_patch",  # newer ComfyUI: may return hsp=None, meaning "no skip concat"
+    "forward_timestep_embed_patch",
+)
+# transformer_options entries upstream's UNet-level forward writes for the patches to read.
+HONOURED_OPTIONS: tuple[str, ...] = ("original_shape", "transformer_index", "block")
+# patcher_extension wrapper kinds the diffusion model's own forward runs through.
+HONOURED_WRAPPERS: tuple[str, ...] = ("DIFFUSION_MODEL",)
 
 _SPATIAL_ATTRIBUTES = ("model_channels", "in_channels", "out_channels", "num_classes", "dtype",
                        "predict_codebook_ids", "default_num_video_frames", "context_dim", "num_res_blocks")
@@ -136,19 +156,26 @@ class VideoUNet(nn.Module):
             h = self._call_block(self.middle_block, layout.middle, h, emb, context, num_frames, transformer_options,
                                 module.temporal["middle"], self._injection(layout.middle), appearance, strength)
         h = apply_control(h, control, "middle")
+        for p in patches.get("middle_block_after_patch", []):
+            # newer ComfyUI: one dict in, a dict with the new "h" out
+            h = p({"h": h, "x": x, "emb": emb, "context": context, "y": y, "timesteps": timesteps,
+                   "transformer_options": transformer_options})["h"]
 
         for info, seq in zip(layout.output, self.output_blocks):
             transformer_options["block"] = ("output", info.index)
             hsp = apply_control(hs.pop(), control, "output")
             for p in patches.get("output_block_patch", []):
                 h, hsp = p(h, hsp, transformer_options)
-            h = torch.cat([h, hsp], dim=1)
+            if hsp is not None:  # a patch that merged the skip itself returns None for it (newer ComfyUI)
+                h = torch.cat([h, hsp], dim=1)
             del hsp
             output_shape = hs[-1].shape if hs else None
             h = self._call_block(seq, info, h, emb, context, num_frames, transformer_options,
                                 block_entry(module.temporal, info), self._injection(info), appearance, strength,
                                 output_shape)
         h = h.type(x.dtype)
+        if getattr(self, "predict_codebook_ids", False):
+            return self.id_predictor(h)
         return self.out(h)
 
     # -- conditioning ------------------------------------------------------------------------------------
@@ -244,7 +271,14 @@ class VideoUNet(nn.Module):
         motion_at = _motion_position(layers) if motion is not None else -1
         res_index = 0
         for i, layer in enumerate(layers):
-            if isinstance(layer, ResBlock):
+            if claimed and isinstance(layer, (ResBlock, SpatialTransformer)) and isinstance(layer, claimed) \
+                    and _claims_come_first():
+                # This ComfyUI lets a forward_timestep_embed_patch take over a ResBlock or transformer too: the
+                # handler runs the layer as upstream would (without this slot's temporal layers or injection, which
+                # the handler cannot know of; the motion module still follows).
+                h = _layer_through_comfy(layer, h, emb, context, transformer_options, output_shape)
+                res_index += isinstance(layer, ResBlock)  # later ResBlocks keep their own temporal layers
+            elif isinstance(layer, ResBlock):
                 modulation = None
                 if a is not None:
                     gamma, beta = injection.res[res_index](a)
@@ -258,10 +292,10 @@ class VideoUNet(nn.Module):
                     transformer_options["transformer_index"] += 1
                 if a is not None and injection.attn is not None:
                     h = h + strength * injection.attn(a)
-            elif isinstance(layer, Upsample):
-                h = layer(h, output_shape=output_shape)
             else:
-                h = _other_layer(layer, h, emb, context, transformer_options, output_shape)
+                # Upsample, Downsample, conv_in, claimed foreign layers: ComfyUI's own per-layer dispatch, so
+                # whatever it does with forward_timestep_embed_patch for these kinds we do too.
+                h = _layer_through_comfy(layer, h, emb, context, transformer_options, output_shape)
             if i == motion_at:
                 h = motion(h, num_frames)
         return h
@@ -297,11 +331,32 @@ def _motion_position(layers: list) -> int:
     return res[-1] if res else -1
 
 
-def _other_layer(layer, h, emb, context, transformer_options, output_shape):
-    for class_type, handler in transformer_options.get("patches", {}).get("forward_timestep_embed_patch", []):
-        if isinstance(layer, class_type):
-            return handler(layer, h, emb, context, transformer_options, output_shape, None, None, None)
-    return layer(h)
+@functools.lru_cache(maxsize=None)
+def _claims_come_first() -> bool:
+    """Whether the running ComfyUI's forward_timestep_embed lets a forward_timestep_embed_patch claim a layer of a
+    kind it dispatches itself (0.3.75 consults the patches only for other layers). Asked once, of the function
+    itself, with a stand-in TimestepBlock, so the answer follows the installed version rather than a guess."""
+
+    class _Probe(TimestepBlock):
+        def forward(self, x, emb):
+            return x
+
+    seen: list[nn.Module] = []
+
+    def handler(layer, x, *args):
+        seen.append(layer)
+        return x
+
+    forward_timestep_embed((_Probe(),), None, None, None,
+                           {"patches": {"forward_timestep_embed_patch": [(_Probe, handler)]}})
+    return bool(seen)
+
+
+def _layer_through_comfy(layer: nn.Module, h, emb, context, transformer_options: dict, output_shape):
+    """One layer through ComfyUI's forward_timestep_embed (a one-layer sequence): its dispatch and its
+    forward_timestep_embed_patch lookup, exactly as the running version does them. The video-only arguments
+    (time_context, num_video_frames, image_only_indicator) are None, as UNetModel passes them for SD UNets."""
+    return forward_timestep_embed((layer,), h, emb, context, transformer_options, output_shape)
 
 
 def pseudo3d_resblock(block: ResBlock, temporal: Optional[ResBlockTemporal], x: torch.Tensor, emb: torch.Tensor,

@@ -3,7 +3,8 @@ current weights (the EMA weights, the raw ones, or both) through ``sampling.anim
 call), writes each video as an mp4 and one contact-sheet PNG per set of weights, and logs figures computed from
 the written files (decoded back, so the numbers are those of the files a user looks at):
 
-- keyframe_ssim: SSIM of the frame at the keyframe position against the keyframe (video_metrics.keyframe_ssim);
+- keyframe_ssim: SSIM (video_metrics.keyframe_ssim) of the frame at the keyframe position against the keyframe as
+  the VAE reproduces it (written next to the video as NN_<name>_keyframe.png);
 - motion: mean absolute change between consecutive frames (0..1 pixel units): a model that stopped animating
   shows ~0, one that lost the scene shows large values;
 - direction_accuracy: for prompts of the form "a <colour> <shape> moving <direction>" (the synthetic shapes data),
@@ -13,7 +14,8 @@ Pairs come from ``source``: a folder of keyframe images with same-named .txt pro
 synthetic clips, drawn from a seed training never uses); ``holdout`` (the clips the training dataset holds out,
 ``--val-holdout K``: the last K of its index, never trained on); or any other clip source (its first usable
 clips). From clips, the keyframe is the window's centre frame and the prompt the caption.
-Outputs: <run>/validation/step-0000250/<weights>/NN_<name>.mp4 and contact_sheet.png; <run>/validation.jsonl.
+Outputs: <run>/validation/step-0000250/<weights>/NN_<name>.mp4, NN_<name>_keyframe.png and contact_sheet.png;
+<run>/validation.jsonl.
 """
 from __future__ import annotations
 
@@ -145,17 +147,28 @@ def contact_sheet(videos: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def score_files(files: list[Path], pairs: list[Pair], key: int, width: int, height: int) -> dict:
-    """The logged figures, computed from the written mp4s."""
+def reference_keyframe(vae, keyframe: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [height, width, 3]: the keyframe as the VAE reproduces it (resized as the nodes do, encoded, decoded).
+    A video can at best show its keyframe the way the VAE decodes it, so SSIM against this reference measures the
+    model, not the autoencoder (the demo's pooling VAE alone turns a sharp keyframe into 8x8 blocks)."""
+    pixels = sampling.prepare_keyframes(torch.from_numpy(keyframe)[None], width, height)
+    decoded = vae.decode(vae.encode(pixels)).reshape(-1, height, width, 3)[0]
+    return (decoded.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def score_files(files: list[Path], references: list[Path], pairs: list[Pair], key: int) -> dict:
+    """The logged figures, computed from the written files: each mp4 and its keyframe reference PNG."""
+    from PIL import Image
+
     from .video_decode import open_clip
 
     samples, decoded = [], []
-    for path, pair in zip(files, pairs):
+    for path, reference, pair in zip(files, references, pairs):
         with open_clip(str(path)) as reader:
             frames = reader.read_all().astype(np.float32) / 255.0
         decoded.append(frames)
-        keyframe = sampling.prepare_keyframes(torch.from_numpy(pair.keyframe)[None], width, height)[0].numpy()
-        samples.append({"name": pair.name, "prompt": pair.prompt, "file": path.name,
+        keyframe = np.asarray(Image.open(reference).convert("RGB"), np.float32) / 255.0
+        samples.append({"name": pair.name, "prompt": pair.prompt, "file": path.name, "keyframe": reference.name,
                         "keyframe_ssim": video_metrics.keyframe_ssim(frames[key], keyframe),
                         "motion": motion(frames), "moves_as_prompted": direction_ok(frames, pair.prompt)})
     judged = [s["moves_as_prompted"] for s in samples if s["moves_as_prompted"] is not None]
@@ -209,7 +222,7 @@ class Validator:
         folder.mkdir(parents=True, exist_ok=True)
         model, clip, vae = loop.setup.sampling_model(weights)
         negative = sampling.text_conditioning(clip, "")
-        files = []
+        files, references = [], []
         for i, pair in enumerate(self.pairs):
             frames, _ = sampling.animate(
                 model, sampling.text_conditioning(clip, pair.prompt), negative, vae,
@@ -220,7 +233,9 @@ class Validator:
             path = folder / f"{i:02d}_{pair.name}.mp4"
             write_video(str(path), list(pixels), cfg.fps, codec="libx264")
             files.append(path)
-        scores = score_files(files, self.pairs, self.key, cfg.width, cfg.height)
+            references.append(folder / f"{i:02d}_{pair.name}_keyframe.png")
+            Image.fromarray(reference_keyframe(vae, pair.keyframe, cfg.width, cfg.height)).save(references[-1])
+        scores = score_files(files, references, self.pairs, self.key)
         sheet = contact_sheet([(v * 255).round().astype(np.uint8) for v in scores.pop("decoded")])
         Image.fromarray(sheet).save(folder / "contact_sheet.png")
         entry = {"step": step, "weights": name, "folder": str(folder.relative_to(self.out)), **scores}

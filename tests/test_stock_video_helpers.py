@@ -244,6 +244,11 @@ def preview_capture(monkeypatch, tmp_path):
         from comfy.cli_args import LatentPreviewMethod
 
         monkeypatch.setattr(args, "preview_method", LatentPreviewMethod(method))
+        import latent_preview
+
+        # newer ComfyUI (0.33) resets args.preview_method to this start-up value at the start of every prompt
+        if hasattr(latent_preview, "default_preview_method"):
+            monkeypatch.setattr(latent_preview, "default_preview_method", LatentPreviewMethod(method))
 
     return previews, folder, use
 

@@ -69,6 +69,7 @@ class ModuleGenerator:
 
     def video(self, prompt: str, keyframe_path: str | None, seed: int) -> np.ndarray:
         from .. import sampling
+        from ..training.video_decode import image_to_uint8
 
         s = self.settings
         image = self.keyframe(prompt, keyframe_path, seed)
@@ -76,7 +77,7 @@ class ModuleGenerator:
             self.video_model, sampling.text_conditioning(self.clip, prompt),
             sampling.text_conditioning(self.clip, s.negative), self.vae, image, width=s.size, height=s.size,
             length=s.frames, seed=seed, steps=s.steps, cfg=s.cfg, noise_prior_gamma=s.gamma, frame_rate=s.fps)
-        return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        return image_to_uint8(frames)
 
 
 def generate_missing(items: Iterable, folder: str, generator: ModuleGenerator) -> None:

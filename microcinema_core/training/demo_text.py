@@ -31,7 +31,9 @@ def encode_captions(texts: list[str]) -> dict[str, torch.Tensor]:
 
 
 def alphas_cumprod() -> torch.Tensor:
+    """SD's default discrete schedule (the demo checkpoint's), as ComfyUI builds it."""
     import comfy.model_sampling
 
-    sigmas = comfy.model_sampling.ModelSamplingDiscrete(model_config=None).sigmas.double()
-    return (1.0 / (1.0 + sigmas ** 2)).float()
+    from .model_setup import alphas_cumprod_of
+
+    return alphas_cumprod_of(comfy.model_sampling.ModelSamplingDiscrete(model_config=None))

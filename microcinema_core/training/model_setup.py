@@ -28,8 +28,9 @@ from .run_state import Stager
 log = logging.getLogger("microcinema.train")
 
 
-def alphas_cumprod_of(model_patcher) -> torch.Tensor:
-    sigmas = model_patcher.get_model_object("model_sampling").sigmas.double()
+def alphas_cumprod_of(model_sampling) -> torch.Tensor:
+    """abar_t of a ComfyUI model_sampling object (its sigmas are sqrt((1 - abar) / abar))."""
+    sigmas = model_sampling.sigmas.double()
     return (1.0 / (1.0 + sigmas ** 2)).float()
 
 
@@ -99,7 +100,7 @@ class StableDiffusionSetup:
         self.unet = check_base(self.model)
         self.latent_format = self.model.model.latent_format
         self.v_prediction = "V_PREDICTION" in str(self.model.model.model_type)
-        self.alphas_cumprod = alphas_cumprod_of(self.model)
+        self.alphas_cumprod = alphas_cumprod_of(self.model.get_model_object("model_sampling"))
         torch.manual_seed(seed)  # the new module's initial weights
         if from_scratch:
             initialise_new_weights(self.unet)

@@ -64,9 +64,14 @@ def save(folder: Path, files: RunFiles, write_weights: Callable[[Stager], None],
     except BaseException:
         stager.discard()
         raise
-    tmp = folder / f".{files.state}.staged-{os.getpid()}"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, folder / files.state)
+    # the JSON state goes last: a folder whose state names step k holds step k's weights and optimiser
+    stager = Stager(folder)
+    try:
+        Path(stager(files.state)).write_text(json.dumps(state, indent=1))
+        stager.commit()
+    except BaseException:
+        stager.discard()
+        raise
     return weights
 
 

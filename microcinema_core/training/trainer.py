@@ -12,7 +12,7 @@ state included (safetensors + JSON; nothing unpickled).
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -114,15 +114,9 @@ class Trainer(loop.LoopOwner):
                                                                     motion_text_sign=cfg.motion_text_sign),
             module_init=cfg.module_init, train_spatial=cfg.train_spatial, from_scratch=cfg.from_scratch,
             frozen=cfg.frozen_dtype, seed=cfg.seed)
-        loop_cfg = loop.LoopConfig(
-            out=cfg.out, steps=cfg.steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
-            weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm,
-            noise_prior_lambda=cfg.noise_prior_lambda, loss_weighting=cfg.loss_weighting,
-            mixed_precision=cfg.mixed_precision, gradient_checkpointing=cfg.gradient_checkpointing,
-            optimizer=cfg.optimizer, save_every=cfg.save_every, log_every=cfg.log_every, seed=cfg.seed,
-            workers=cfg.workers, lr_schedule=cfg.lr_schedule, min_lr_ratio=cfg.min_lr_ratio,
-            ema_decay=cfg.ema_decay, ema_warmup=cfg.ema_warmup, keep_last=cfg.keep_last,
-            tensorboard=cfg.tensorboard)
+        # the loop's settings carry the same names as the command line's: take each from the run's config
+        loop_cfg = loop.LoopConfig(**{f.name: getattr(cfg, f.name) for f in fields(loop.LoopConfig)
+                                      if hasattr(cfg, f.name)})
         self.loop = loop.TrainLoop(loop_cfg, self.setup, self.dataset, self.dist, collate=batching.collate,
                                    metadata={"train_config": asdict(cfg)})
         if cfg.val_every > 0 and self.dist.is_main:

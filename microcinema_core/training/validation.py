@@ -31,6 +31,7 @@ import torch
 
 from .. import sampling
 from . import video_metrics
+from .video_decode import image_to_uint8, open_clip, write_video
 
 log = logging.getLogger("microcinema.train")
 SYNTHETIC_PROMPT = re.compile(r"^a (\w+) (\w+) moving (\w+)$")
@@ -153,14 +154,12 @@ def reference_keyframe(vae, keyframe: np.ndarray, width: int, height: int) -> np
     model, not the autoencoder (the demo's pooling VAE alone turns a sharp keyframe into 8x8 blocks)."""
     pixels = sampling.prepare_keyframes(torch.from_numpy(keyframe)[None], width, height)
     decoded = vae.decode(vae.encode(pixels)).reshape(-1, height, width, 3)[0]
-    return (decoded.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return image_to_uint8(decoded)
 
 
 def score_files(files: list[Path], references: list[Path], pairs: list[Pair], key: int) -> dict:
     """The logged figures, computed from the written files: each mp4 and its keyframe reference PNG."""
     from PIL import Image
-
-    from .video_decode import open_clip
 
     samples, decoded = [], []
     for path, reference, pair in zip(files, references, pairs):
@@ -215,8 +214,6 @@ class Validator:
     def _run_one(self, loop, name: str, weights) -> dict:
         from PIL import Image
 
-        from .video_decode import write_video
-
         cfg, step = self.cfg, loop.step
         folder = self.out / "validation" / f"step-{step:07d}" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -229,7 +226,7 @@ class Validator:
                 torch.from_numpy(pair.keyframe)[None], width=cfg.width, height=cfg.height, length=cfg.frames,
                 seed=cfg.seed + i, steps=cfg.sampling_steps, cfg=cfg.cfg, keyframe_position="index",
                 keyframe_index=self.key, noise_prior_gamma=cfg.gamma, frame_rate=cfg.fps)
-            pixels = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            pixels = image_to_uint8(frames)
             path = folder / f"{i:02d}_{pair.name}.mp4"
             write_video(str(path), list(pixels), cfg.fps, codec="libx264")
             files.append(path)

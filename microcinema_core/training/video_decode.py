@@ -343,6 +343,13 @@ class MemberFile(io.RawIOBase):
         super().close()
 
 
+def image_to_uint8(frames) -> np.ndarray:
+    """A ComfyUI IMAGE tensor (floats in [0, 1], any leading shape) as uint8 numpy, rounded: what gets written."""
+    import torch
+
+    return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264", gop: int | None = None,
                 quality: int = 23) -> None:
     """Encode uint8 [H, W, 3] frames (even H and W) into ``path`` (mp4/mkv/webm by suffix). ``gop``: frames between

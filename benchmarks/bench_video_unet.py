@@ -83,7 +83,9 @@ def inputs(args, cfg):
         "x": torch.randn(n, 4, s, s, generator=g),
         "timesteps": torch.full((n,), 500.0),
         "context": torch.randn(n, args.context, cfg["context_dim"], generator=g),
-        "hint": torch.randn(n, 5, s, s, generator=g),
+        # the hint Image To Video builds: keyframe latent, keyframe mask, frame offset (conditioning.py)
+        "hint": sub("conditioning").appearance_hint(torch.randn(args.videos, 4, s, s, generator=g), args.frames,
+                                                    args.frames // 2),
     }
     dtype = DTYPES[args.dtype]
     return {k: v.to(args.device, torch.float32 if k == "timesteps" else dtype) for k, v in batch.items()}

@@ -91,7 +91,10 @@ def frames_held(model_patcher, length: int) -> int:
     options = getattr(model_patcher, "model_options", None) or {}
     settings = (options.get("transformer_options") or {}).get(CONTEXT_OPTION)
     if settings is None:
-        return length
+        from .stock_context import frames_held as stock_frames_held  # ComfyUI's own windows (newer releases)
+
+        stock = stock_frames_held(model_patcher, length)
+        return length if stock is None else stock
     return min(length, settings.length + int(settings.keep_keyframe))
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .base_unet import sd_copy
+from .dynamic_vram import eager_weights
 from .layout import BlockInfo, UNetLayout, read_layout
 from .temporal import ResBlockTemporal, TemporalTransformer
 
@@ -215,7 +216,8 @@ def build_module(unet: nn.Module, cfg: ModuleConfig, operations, dtype=None, dev
                  fresh: bool = True) -> MicroCinemaModule:
     """A MicroCinema module shaped for ``unet``. ``fresh``: initialise it (zero temporal outputs, AppearNet copied
     from the UNet's encoder); otherwise weights are left to a state-dict load."""
-    module = MicroCinemaModule(unet, cfg, operations, dtype, device, copy_encoder=fresh)
+    with eager_weights():  # dynamic VRAM would build our Linear layers weightless (dynamic_vram.py)
+        module = MicroCinemaModule(unet, cfg, operations, dtype, device, copy_encoder=fresh)
     if fresh:
         skip = ("appearnet.time_embed", "appearnet.input_blocks", "appearnet.middle_block")
         initialise_new_weights(module, skip_prefixes=skip)

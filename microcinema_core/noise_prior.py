@@ -87,3 +87,47 @@ def sd_sigma_max(linear_start: float = 0.00085, linear_end: float = 0.012, times
     betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
     abar_last = torch.prod(1.0 - betas)
     return float(((1.0 - abar_last) / abar_last) ** 0.5)
+
+
+# --- Partial denoise (video-to-video) -------------------------------------------------------------------------
+# The stock KSampler at denoise d < 1 starts at its first sigma s = sigmas[0] of the shortened schedule and, for
+# EPS/V models (comfy.model_sampling.EPS.noise_scaling), from x_s = latent_image + c(s) * noise with
+#   c(s) = sqrt(1 + s^2)  when s is the schedule's sigma_max ("max denoise": ComfyUI's relative tolerance 1e-5),
+#   c(s) = s              otherwise.
+# With the prior the noise is eps_n + gamma * z_c, so the sampler must start from
+#   x_s = z_video + c(s) * (eps_n + gamma * repeat_T(z_c)),
+# which the stock KSampler reaches with latent_image = z_video + gamma * c(s) * repeat_T(z_c). At denoise 1 this
+# is Image To Video's latent plus z_video; at denoise 0 (no sigma, the sampler returns latent_image) the prior is
+# zero, so nothing is added.
+
+MAX_DENOISE_REL_TOL = 1e-5  # ComfyUI's KSAMPLER.max_denoise tolerance
+
+
+def is_max_denoise(sigma_start: float, sigma_max: float) -> bool:
+    """Whether the sampler treats ``sigma_start`` as a start from pure noise (ComfyUI's max_denoise test)."""
+    return math.isclose(sigma_max, sigma_start, rel_tol=MAX_DENOISE_REL_TOL) or sigma_start > sigma_max
+
+
+def sampler_noise_scale(sigma_start: float | None, sigma_max: float) -> float:
+    """c(s): what the EPS/V sampler multiplies unit noise by at its first sigma; 0 when there is no step."""
+    if sigma_start is None:
+        return 0.0
+    if is_max_denoise(sigma_start, sigma_max):
+        return start_scale(sigma_start)
+    return float(sigma_start)
+
+
+def prior_latent(keyframes: torch.Tensor, num_frames: int, gamma: float, noise_scale: float) -> torch.Tensor:
+    """gamma * c(s) * repeat_T(z_c): the prior as the sampler's latent_image carries it (same space as keyframes).
+    Computed as ``ksampler_prior_latent`` computes it (the scalar first), so the two agree bitwise at denoise 1."""
+    return gamma * noise_scale * repeat_keyframes(keyframes, num_frames)
+
+
+def video_prior_latent(video_latents: torch.Tensor, keyframes: torch.Tensor, gamma: float,
+                       noise_scale: float) -> torch.Tensor:
+    """latent_image = z_video + gamma * c(s) * repeat_T(z_c) for [B*T, C, h, w] video latents and [B, C, h, w]
+    keyframes (one per video); with gamma or c(s) zero it is z_video itself, unchanged."""
+    t = frames_per_video(video_latents.shape[0], keyframes.shape[0])
+    if gamma == 0 or noise_scale == 0:
+        return video_latents
+    return video_latents + prior_latent(keyframes.to(video_latents), t, gamma, noise_scale)

@@ -19,7 +19,7 @@ import comfy.ops
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from . import memory_estimate
+from . import dynamic_vram, memory_estimate, per_video_cfg, stock_context
 from .base_unet import base_unet
 from .module import MicroCinemaModule, ModuleConfig, build_module
 from .video_unet import VideoUNet
@@ -94,4 +94,10 @@ def apply_module(model_patcher, module: MicroCinemaModule):
     patched.add_object_patch("memory_usage_factor", model_patcher.model.memory_usage_factor * factor)
     # ...but ComfyUI estimates a run before it applies object patches: size it with our factor (and per window).
     memory_estimate.install(patched)
+    # ComfyUI's own context windows (newer releases) resize our per-video conds per window, or refuse clearly.
+    stock_context.install(patched)
+    # CFG functions set downstream (stock cfg ramps) see one video at a time, not the whole N*T-frame batch.
+    per_video_cfg.install(patched)
+    # Dynamic VRAM unloading restores weights by name after undoing object patches: ours go back before that.
+    dynamic_vram.install(patched)
     return patched

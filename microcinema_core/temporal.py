@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from comfy.ldm.modules.attention import optimized_attention_for_device
 from einops import rearrange
 from torch import nn
+
+if TYPE_CHECKING:
+    from .motion_amount import FrameScale
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,8 @@ class TemporalConv(nn.Module):
         self.conv = operations.Conv2d(channels, channels, kernel_size=(3, 1), padding=(1, 0), dtype=dtype, device=device)
 
     def forward(self, h: torch.Tensor, num_frames: int, gamma: Optional[torch.Tensor] = None,
-                beta: Optional[torch.Tensor] = None) -> torch.Tensor:
+                beta: Optional[torch.Tensor] = None, scale: Optional[FrameScale] = None) -> torch.Tensor:
+        """``scale``: the motion amount per frame (motion_amount.py), applied to the residual only."""
         height = h.shape[-2]
         x = rearrange(h, "(b t) c h w -> b c t h w", t=num_frames)
         x = self.norm(x)
@@ -105,7 +109,8 @@ class TemporalConv(nn.Module):
                 + rearrange(beta, "(b t) c h w -> b c t h w", t=num_frames)
         x = F.silu(x)
         x = self.conv(rearrange(x, "b c t h w -> b c t (h w)"))
-        return h + rearrange(x, "b c t (h w) -> (b t) c h w", h=height)
+        residual = rearrange(x, "b c t (h w) -> (b t) c h w", h=height)
+        return h + (residual if scale is None else scale.apply(residual))
 
 
 class ResBlockTemporal(nn.Module):
@@ -194,7 +199,8 @@ class TemporalTransformer(nn.Module):
             for _ in range(layers)])
         self.proj_out = operations.Linear(channels, channels, dtype=dtype, device=device)
 
-    def forward(self, h: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, num_frames: int, scale: Optional[FrameScale] = None) -> torch.Tensor:
+        """``scale``: the motion amount per frame (motion_amount.py), applied to the residual only."""
         height, width = h.shape[-2:]
         x = self.norm(h)
         x = rearrange(x, "(b t) c h w -> (b h w) t c", t=num_frames)
@@ -202,4 +208,5 @@ class TemporalTransformer(nn.Module):
         for block in self.transformer_blocks:
             x = block(x)
         x = self.proj_out(x)
-        return h + rearrange(x, "(b h w) t c -> (b t) c h w", h=height, w=width)
+        residual = rearrange(x, "(b h w) t c -> (b t) c h w", h=height, w=width)
+        return h + (residual if scale is None else scale.apply(residual))

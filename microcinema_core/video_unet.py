@@ -28,9 +28,11 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import (ResBlock, TimestepBl
 from torch import nn
 
 from .conditioning import hint_keyframe, hint_mask, hint_offset
-from .context_windows import ContextSettings, fuse_weights, window_indices, with_keyframe
+from .context_windows import ContextSettings, sampling_step, window_indices, window_weights, with_keyframe
 from .layout import BlockInfo
 from .module import MicroCinemaModule, block_entry
+from .motion_amount import MOTION_KWARG, MOTION_OPTION, SCALE_OPTION, FrameScale, motion_inputs
+from .prompt_travel import TEXT_FRAMES, frames_problem
 from .sd_layers import SD_CHILDREN, own_layers, unet_blocks, walked_layers
 from .temporal import ResBlockTemporal
 
@@ -87,6 +89,13 @@ class VideoUNet(nn.Module):
 
     # -- entry point -------------------------------------------------------------------------------------
     def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
+        motion = transformer_options.get(MOTION_OPTION)
+        if motion is not None:
+            # Motion amount: one factor per latent frame of the whole batch (and the text sign's offset cue scaled),
+            # computed before context windows slice the frames (per-frame kwargs are sliced with them), so each
+            # frame keeps the factor of its true index.
+            kwargs.update(motion_inputs(motion, transformer_options, kwargs,
+                                        self._frames(x, kwargs, transformer_options), x.shape[0]))
         return comfy.patcher_extension.WrapperExecutor.new_class_executor(
             self._forward, self,
             comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL,
@@ -95,6 +104,9 @@ class VideoUNet(nn.Module):
 
     def _forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
         num_frames = self._frames(x, kwargs, transformer_options)
+        problem = frames_problem(kwargs.get(TEXT_FRAMES), num_frames, transformer_options.get("cond_or_uncond"))
+        if problem:  # a prompt-travel context of another length would give frames other frames' prompts
+            raise MicroCinemaInputError(problem)
         settings = transformer_options.get(CONTEXT_OPTION)
         if settings is not None and num_frames > settings.length:
             return self._forward_windows(settings, x, timesteps, context, y, control, transformer_options,
@@ -108,7 +120,8 @@ class VideoUNet(nn.Module):
         keyframe = _keyframe_index(kwargs.get("mc_hint"), num_frames) if settings.keep_keyframe else None
         out = torch.zeros_like(x, dtype=torch.float32)
         weight_sum = torch.zeros(num_frames, dtype=torch.float32, device=x.device)
-        for window in window_indices(num_frames, settings):
+        # the uniform schedules move their windows with the sampling step (ComfyUI puts the sigmas in the options)
+        for window in window_indices(num_frames, settings, sampling_step(transformer_options)):
             comfy.model_management.throw_exception_if_processing_interrupted()
             frames = with_keyframe(window, keyframe) if keyframe is not None else window
             index = torch.tensor([g * num_frames + f for g in range(groups) for f in frames], device=x.device)
@@ -119,7 +132,7 @@ class VideoUNet(nn.Module):
                 name: [take(c) for c in residuals] for name, residuals in control.items()}
             result = self._forward_clip(x[index], take(timesteps), take(context), take(y), sub_control,
                                         transformer_options, len(frames), sub_kwargs)
-            weights = fuse_weights(len(frames), settings.fuse_method, settings.overlap).to(x.device)
+            weights = window_weights(window, frames, num_frames, settings.fuse_method, settings.overlap).to(x.device)
             out.index_add_(0, index, result.float() * weights.repeat(groups).reshape(-1, 1, 1, 1))
             weight_sum.index_add_(0, torch.tensor(frames, device=x.device), weights)
         return (out / weight_sum.repeat(groups).reshape(-1, 1, 1, 1)).to(x.dtype)
@@ -127,6 +140,7 @@ class VideoUNet(nn.Module):
     def _forward_clip(self, x, timesteps, context, y, control, transformer_options, num_frames: int, kwargs: dict):
         transformer_options["original_shape"] = list(x.shape)
         transformer_options["transformer_index"] = 0
+        transformer_options[SCALE_OPTION] = FrameScale.of(kwargs.get(MOTION_KWARG), x.device)  # motion amount
         patches = transformer_options.get("patches", {})
 
         appearance, strength = self._appearance(x, timesteps, context, y, num_frames, kwargs, transformer_options)
@@ -268,6 +282,10 @@ class VideoUNet(nn.Module):
         first = info.part == "input" and info.index == 0
         layers = walked_layers(seq, first, self.slots.get(info.key, len(seq)), claimed)
         motion = getattr(temporal, "motion", None)
+        # Motion amount (motion_amount.py): None = as trained; all zero = the temporal layers are skipped.
+        scale: Optional[FrameScale] = transformer_options.get(SCALE_OPTION)
+        if scale is not None and scale.zero:
+            temporal, motion = None, None
         motion_at = _motion_position(layers) if motion is not None else -1
         res_index = 0
         for i, layer in enumerate(layers):
@@ -279,12 +297,12 @@ class VideoUNet(nn.Module):
                 h = _layer_through_comfy(layer, h, emb, context, transformer_options, output_shape)
                 res_index += isinstance(layer, ResBlock)  # later ResBlocks keep their own temporal layers
             elif isinstance(layer, ResBlock):
+                res_temporal = temporal.res[res_index] if temporal is not None and temporal.res is not None else None
                 modulation = None
-                if a is not None:
+                if a is not None and res_temporal is not None:  # the modulation acts inside temporal conv 2
                     gamma, beta = injection.res[res_index](a)
                     modulation = (strength * gamma, strength * beta)
-                res_temporal = temporal.res[res_index] if temporal is not None and temporal.res is not None else None
-                h = pseudo3d_resblock(layer, res_temporal, h, emb, num_frames, modulation)
+                h = pseudo3d_resblock(layer, res_temporal, h, emb, num_frames, modulation, scale)
                 res_index += 1
             elif isinstance(layer, SpatialTransformer):
                 h = layer(h, context, transformer_options)
@@ -297,7 +315,7 @@ class VideoUNet(nn.Module):
                 # whatever it does with forward_timestep_embed_patch for these kinds we do too.
                 h = _layer_through_comfy(layer, h, emb, context, transformer_options, output_shape)
             if i == motion_at:
-                h = motion(h, num_frames)
+                h = motion(h, num_frames, scale)
         return h
 
 
@@ -360,9 +378,10 @@ def _layer_through_comfy(layer: nn.Module, h, emb, context, transformer_options:
 
 
 def pseudo3d_resblock(block: ResBlock, temporal: Optional[ResBlockTemporal], x: torch.Tensor, emb: torch.Tensor,
-                      num_frames: int, modulation=None) -> torch.Tensor:
+                      num_frames: int, modulation=None, scale: Optional[FrameScale] = None) -> torch.Tensor:
     """ResBlock._forward with the two temporal layers inserted: spatial -> temporal -> spatial -> temporal, one
-    outer residual. With temporal=None (or zero temporal convs) it computes exactly ResBlock._forward."""
+    outer residual. With temporal=None (or zero temporal convs) it computes exactly ResBlock._forward.
+    ``scale``: the motion amount per frame, on both temporal residuals."""
     if block.updown:
         in_rest, in_conv = block.in_layers[:-1], block.in_layers[-1]
         h = in_rest(x)
@@ -372,7 +391,7 @@ def pseudo3d_resblock(block: ResBlock, temporal: Optional[ResBlockTemporal], x: 
     else:
         h = block.in_layers(x)
     if temporal is not None:
-        h = temporal.t1(h, num_frames)
+        h = temporal.t1(h, num_frames, scale=scale)
 
     emb_out = None
     if not block.skip_t_emb:
@@ -394,5 +413,5 @@ def pseudo3d_resblock(block: ResBlock, temporal: Optional[ResBlockTemporal], x: 
         h = block.out_layers(h)
     if temporal is not None:
         gamma, beta = modulation if modulation is not None else (None, None)
-        h = temporal.t2(h, num_frames, gamma, beta)
+        h = temporal.t2(h, num_frames, gamma, beta, scale)
     return block.skip_connection(x) + h

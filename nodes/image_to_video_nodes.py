@@ -4,6 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..microcinema_core import noise_prior, sampling
+from .inputs import Combo, Float, Int, Widgets
 
 NODE = "MicroCinema Image To Video"
 RESIZE_METHODS = ["bilinear", "bicubic", "area", "lanczos", "nearest-exact"]
@@ -11,42 +12,43 @@ CROP_MODES = ["center", "disabled"]
 MAX_FRAMES = 4096
 MIN_SIDE, MAX_SIDE = 16, 8192
 
+# The video widgets, declared once; MicroCinema Sampler takes most of them too.
+VIDEO = {w.name: w for w in (
+    Int("width", 512, MIN_SIDE, MAX_SIDE, "Video width in pixels (multiple of 8).", step=8, multiple_of=8,
+        why="(the VAE works on 8x8 pixel cells)"),
+    Int("height", 512, MIN_SIDE, MAX_SIDE, "Video height in pixels (multiple of 8).", step=8, multiple_of=8,
+        why="(the VAE works on 8x8 pixel cells)"),
+    Int("length", 16, 1, MAX_FRAMES, "Frames per video. The models are trained on 16-frame clips."),
+    Combo("keyframe_position", list(noise_prior.KEYFRAME_POSITIONS), "center", "Where the keyframe sits in the "
+          "clip: center (as in training), first, last, or the frame given by keyframe_index."),
+    Int("keyframe_index", 0, -MAX_FRAMES, MAX_FRAMES, "Frame of the keyframe when keyframe_position is 'index' "
+        "(negative counts from the end)."),
+    Float("appearance_strength", 1.0, 0.0, 10.0, 0.01, "AppearNet strength: 1 is the trained behaviour, 0 switches "
+          "appearance injection off."),
+    Float("noise_prior_gamma", 0.02, 0.0, 1.0, 0.001, "Appearance Noise Prior strength put into the LATENT "
+          "(KSampler route, denoise 1). 0.02 is the paper's best; set 0 when you use 'MicroCinema Noise Prior' with "
+          "SamplerCustomAdvanced."),
+    Combo("crop", CROP_MODES, "center", "center: keep the aspect ratio and crop the overflow; disabled: stretch to "
+          "width x height."),
+    Float("frame_rate", 8.0, 1.0, 120.0, 0.5, "Playback frame rate of the clip; passed on at the frame_rate output "
+          "for CreateVideo / Save Animated WEBP (the demo model is trained at 8 fps)."),
+    Combo("resize_method", RESIZE_METHODS, "bilinear", "Interpolation used to resize the keyframe."),
+)}
 
-FLOAT_RANGES = {"appearance_strength": (0.0, 10.0), "noise_prior_gamma": (0.0, 1.0), "frame_rate": (1.0, 120.0)}
-CHOICES = {"keyframe_position": noise_prior.KEYFRAME_POSITIONS, "crop": CROP_MODES, "resize_method": RESIZE_METHODS}
+
+def keyframe_in_clip(node: str):
+    """The rule across inputs: with keyframe_position 'index', keyframe_index must be a frame of the clip."""
+    def rule(values: dict) -> str | None:
+        length, index = values.get("length"), values.get("keyframe_index")
+        if values.get("keyframe_position") == "index" and length is not None and index is not None \
+                and not -length <= index < length:
+            return (f"{node}: input 'keyframe_index' {index} is outside a clip of {length} frames "
+                    f"(allowed {-length}..{length - 1})")
+        return None
+    return rule
 
 
-def check_widgets(node: str, **values) -> str | None:
-    """The first problem among these widget values as a message naming ``node`` and the input, or None.
-    None values (inputs fed by a link: unknown before the run) are skipped."""
-    for name in ("width", "height", "length", "keyframe_index", *FLOAT_RANGES):
-        value = values.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            return f"{node}: input '{name}' must be a number, got {value!r}"
-    for name in ("width", "height"):
-        value = values.get(name)
-        if value is not None and (not MIN_SIDE <= value <= MAX_SIDE or value % 8 != 0):
-            return (f"{node}: input '{name}' must be a multiple of 8 between {MIN_SIDE} and {MAX_SIDE} "
-                    f"(the VAE works on 8x8 pixel cells), got {value}")
-    for name, options in CHOICES.items():
-        value = values.get(name)
-        if value is not None and value not in options:
-            return f"{node}: input '{name}' must be one of {', '.join(options)}, got {value!r}"
-    length, index = values.get("length"), values.get("keyframe_index")
-    if length is not None and not 1 <= length <= MAX_FRAMES:
-        return f"{node}: input 'length' must be between 1 and {MAX_FRAMES}, got {length}"
-    if index is not None and not -MAX_FRAMES <= index <= MAX_FRAMES:
-        return f"{node}: input 'keyframe_index' must be between {-MAX_FRAMES} and {MAX_FRAMES}, got {index}"
-    if values.get("keyframe_position") == "index" and length is not None and index is not None \
-            and not -length <= index < length:
-        return (f"{node}: input 'keyframe_index' {index} is outside a clip of {length} frames "
-                f"(allowed {-length}..{length - 1})")
-    for name, (low, high) in FLOAT_RANGES.items():
-        value = values.get(name)
-        if value is not None and not low <= value <= high:  # NaN fails this too
-            return f"{node}: input '{name}' must be a number between {low} and {high}, got {value}"
-    return None
-
+WIDGETS = Widgets(NODE, *VIDEO.values(), rules=[keyframe_in_clip(NODE)])
 
 
 class MicroCinemaImageToVideo(io.ComfyNode):
@@ -66,60 +68,17 @@ class MicroCinemaImageToVideo(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The SD1.x/SD2.x VAE that encodes the keyframe."),
                 io.Image.Input("image", tooltip="Keyframe image(s): one video per image. Any size: it is resized "
                                "and cropped to width x height. RGBA and greyscale are converted to RGB."),
-                io.Int.Input("width", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video width in pixels "
-                             "(multiple of 8)."),
-                io.Int.Input("height", default=512, min=MIN_SIDE, max=MAX_SIDE, step=8, tooltip="Video height in pixels "
-                             "(multiple of 8)."),
-                io.Int.Input("length", default=16, min=1, max=MAX_FRAMES, tooltip="Frames per video. The models are "
-                             "trained on 16-frame clips."),
-                io.Combo.Input("keyframe_position", options=list(noise_prior.KEYFRAME_POSITIONS), default="center",
-                               tooltip="Where the keyframe sits in the clip: center (as in training), first, last, "
-                               "or the frame given by keyframe_index."),
-                io.Int.Input("keyframe_index", default=0, min=-MAX_FRAMES, max=MAX_FRAMES, tooltip="Frame of the "
-                             "keyframe when keyframe_position is 'index' (negative counts from the end)."),
-                io.Float.Input("appearance_strength", default=1.0, min=0.0, max=10.0, step=0.01, tooltip="AppearNet "
-                               "strength: 1 is the trained behaviour, 0 switches appearance injection off."),
-                io.Float.Input("noise_prior_gamma", default=0.02, min=0.0, max=1.0, step=0.001, tooltip="Appearance "
-                               "Noise Prior strength put into the LATENT (KSampler route, denoise 1). 0.02 is the "
-                               "paper's best; set 0 when you use 'MicroCinema Noise Prior' with SamplerCustomAdvanced."),
-                io.Combo.Input("crop", options=CROP_MODES, default="center", tooltip="center: keep the aspect ratio "
-                               "and crop the overflow; disabled: stretch to width x height."),
-                io.Float.Input("frame_rate", default=8.0, min=1.0, max=120.0, step=0.5, tooltip="Playback frame "
-                               "rate of the clip; passed on at the frame_rate output for CreateVideo / Save "
-                               "Animated WEBP (the demo model is trained at 8 fps)."),
-                io.Combo.Input("resize_method", options=RESIZE_METHODS, default="bilinear",
-                               tooltip="Interpolation used to resize the keyframe."),
+                *WIDGETS.inputs(),
             ],
             outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative"),
                      io.Latent.Output(display_name="latent"), io.Float.Output(display_name="frame_rate")],
         )
 
-    @classmethod
-    def validate_inputs(cls, width=None, height=None, length=None, keyframe_position=None, keyframe_index=None,
-                        appearance_strength=None, noise_prior_gamma=None, frame_rate=None, crop=None,
-                        resize_method=None):
-        # The inputs named here lose ComfyUI's built-in min/max check (a **kwargs would switch it off for all of
-        # them), so check_widgets range-checks them; it also refuses NaN (which passes any min/max comparison) and
-        # combo values (ComfyUI 0.3.x does not check V3 combo options). Inputs fed by links arrive as None here and
-        # are checked in execute.
-        problem = check_widgets(NODE, width=width, height=height, length=length, keyframe_position=keyframe_position,
-                                keyframe_index=keyframe_index, appearance_strength=appearance_strength,
-                                noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, crop=crop,
-                                resize_method=resize_method)
-        return problem or True
+    validate_inputs = WIDGETS.validator()
 
     @classmethod
-    def execute(cls, positive, negative, vae, image, width, height, length, keyframe_position, keyframe_index,
-                appearance_strength, noise_prior_gamma, crop, frame_rate, resize_method) -> io.NodeOutput:
-        problem = check_widgets(NODE, width=width, height=height, length=length, keyframe_position=keyframe_position,
-                                keyframe_index=keyframe_index, appearance_strength=appearance_strength,
-                                noise_prior_gamma=noise_prior_gamma, frame_rate=frame_rate, crop=crop,
-                                resize_method=resize_method)
-        if problem:  # values that came through links were not validated before the run
-            raise ValueError(problem)
-        pos, neg, latent = sampling.video_inputs(
-            positive, negative, vae, image, width=width, height=height, length=length,
-            keyframe_position=keyframe_position, keyframe_index=keyframe_index,
-            appearance_strength=appearance_strength, noise_prior_gamma=noise_prior_gamma, crop=crop,
-            resize_method=resize_method, frame_rate=frame_rate, node=NODE)
-        return io.NodeOutput(pos, neg, latent, float(frame_rate))
+    def execute(cls, positive, negative, vae, image, **widgets) -> io.NodeOutput:
+        values = WIDGETS.check(widgets)  # values that came through links were not validated before the run
+        pos, neg, latent = sampling.video_inputs(positive=positive, negative=negative, vae=vae, image=image,
+                                                 **values, node=NODE)
+        return io.NodeOutput(pos, neg, latent, float(values["frame_rate"]))

@@ -7,8 +7,24 @@ from comfy_api.latest import io
 from ..microcinema_core import loading
 from ..microcinema_core.patching import IncompatibleBaseModel
 from . import model_folders as mf
+from .inputs import Combo, Widgets
 
 LOADER, APPLY = "MicroCinema Checkpoint Loader", "MicroCinema Apply Module"
+IN_MICROCINEMA = f"a file in models/{mf.MICROCINEMA}"
+
+LOADER_WIDGETS = Widgets(LOADER, Combo(
+    "ckpt_name", lambda: mf.files(mf.MICROCINEMA), None,
+    "A full MicroCinema checkpoint (.safetensors) in models/microcinema.", options_text=IN_MICROCINEMA))
+APPLY_WIDGETS = Widgets(
+    APPLY,
+    Combo("module_name", lambda: [mf.NEW_MODULE] + mf.files(mf.MICROCINEMA), None,
+          "MicroCinema module or full checkpoint from models/microcinema. "
+          f"'{mf.NEW_MODULE}' starts from zero temporal layers and an AppearNet copied from the model (it then "
+          "behaves like the image model frame by frame: for training).", options_text=IN_MICROCINEMA),
+    Combo("motion_module", lambda: [mf.NO_MOTION_MODULE] + mf.files(mf.ANIMATEDIFF), None,
+          "Optional AnimateDiff v1/v2/v3 motion module (models/animatediff_models) loaded into the temporal "
+          "attention layers.", options_text=f"a file in models/{mf.ANIMATEDIFF}"),
+)
 
 
 class MicroCinemaCheckpointLoader(io.ComfyNode):
@@ -20,16 +36,13 @@ class MicroCinemaCheckpointLoader(io.ComfyNode):
             category="MicroCinema/loaders",
             description="Loads a full MicroCinema checkpoint (SD UNet + temporal layers + AppearNet, and the text "
             "encoder and VAE when the file has them) from models/microcinema.",
-            inputs=[io.Combo.Input("ckpt_name", options=mf.files(mf.MICROCINEMA),
-                                   tooltip="A full MicroCinema checkpoint (.safetensors) in models/microcinema.")],
+            inputs=LOADER_WIDGETS.inputs(),
             outputs=[io.Model.Output(), io.Clip.Output(), io.Vae.Output()],
         )
 
-    @classmethod
-    def validate_inputs(cls, ckpt_name=None):
-        # ComfyUI 0.3.x does not check V3 combo values against the options: refuse names that are not listed files
-        # (typos, '../' or absolute paths) before the run. None: fed by a link, checked in execute.
-        return mf.unlisted(LOADER, "ckpt_name", mf.MICROCINEMA, ckpt_name) or True
+    # Names that are not listed files (typos, '../' or absolute paths) are refused before the run: by ComfyUI's
+    # combo check, or by this validator on versions without one. A name fed by a link: mf.resolve in execute.
+    validate_inputs = LOADER_WIDGETS.validator()
 
     @classmethod
     def execute(cls, ckpt_name: str) -> io.NodeOutput:
@@ -54,23 +67,12 @@ class MicroCinemaApplyModule(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="An SD1.x/SD2.x MODEL, e.g. from Load Checkpoint (LoRAs may be "
                                "applied before or after this node)."),
-                io.Combo.Input("module_name", options=[mf.NEW_MODULE] + mf.files(mf.MICROCINEMA),
-                               tooltip="MicroCinema module or full checkpoint from models/microcinema. "
-                               f"'{mf.NEW_MODULE}' starts from zero temporal layers and an AppearNet copied from "
-                               "the model (it then behaves like the image model frame by frame: for training)."),
-                io.Combo.Input("motion_module", options=[mf.NO_MOTION_MODULE] + mf.files(mf.ANIMATEDIFF),
-                               tooltip="Optional AnimateDiff v1/v2/v3 motion module (models/animatediff_models) "
-                               "loaded into the temporal attention layers."),
+                *APPLY_WIDGETS.inputs(),
             ],
             outputs=[io.Model.Output()],
         )
 
-    @classmethod
-    def validate_inputs(cls, module_name=None, motion_module=None):
-        # see MicroCinemaCheckpointLoader.validate_inputs
-        return (mf.unlisted(APPLY, "module_name", mf.MICROCINEMA, module_name, extra=(mf.NEW_MODULE,))
-                or mf.unlisted(APPLY, "motion_module", mf.ANIMATEDIFF, motion_module, extra=(mf.NO_MOTION_MODULE,))
-                or True)
+    validate_inputs = APPLY_WIDGETS.validator()  # see MicroCinemaCheckpointLoader
 
     @classmethod
     def execute(cls, model, module_name: str, motion_module: str) -> io.NodeOutput:

@@ -7,14 +7,17 @@ import torch
 from comfy_api.latest import io
 
 from ..microcinema_core import noise_prior
+from .inputs import Float, Int, Widgets
 
 
-def _check_gamma(gamma) -> str | None:
-    if gamma is None:  # fed by a link
-        return None
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
-        return f"MicroCinema Noise Prior: input 'gamma' must be a number between 0 and 1, got {gamma!r}"
-    return None
+NODE = "MicroCinema Noise Prior"
+WIDGETS = Widgets(
+    NODE,
+    Int("noise_seed", 0, 0, 0xFFFFFFFFFFFFFFFF, "Seed of the Gaussian noise; the same seed as RandomNoise gives the "
+        "same noise.", seed=True),
+    Float("gamma", 0.02, 0.0, 1.0, 0.001, "Noise-prior strength. 0.02 suits a model trained with lambda 0.03; "
+          "values from 0.04 up hurt (paper's ablation)."),
+)
 
 
 class KeyframeNoisePrior:
@@ -35,7 +38,8 @@ class KeyframeNoisePrior:
         if self.gamma > 0 and input_latent.get("microcinema", {}).get("noise_prior_gamma", 0) > 0:
             raise ValueError(
                 "MicroCinema Noise Prior: the latent already holds the noise prior (noise_prior_gamma > 0 on "
-                "'MicroCinema Image To Video'); set that to 0 when you use this NOISE, or the prior is added twice")
+                "'MicroCinema Image To Video' or 'MicroCinema Video To Video'); set that to 0 when you use this "
+                "NOISE, or the prior is added twice")
         base = comfy.sample.prepare_noise(samples, self.seed, input_latent.get("batch_index"))
         if samples.ndim != 4 or samples.shape[1:] != self.keyframes.shape[1:]:
             raise ValueError(
@@ -55,25 +59,18 @@ class MicroCinemaNoisePrior(io.ComfyNode):
             description="Appearance Noise Prior (MicroCinema): the starting noise plus gamma times the keyframe "
             "latent, for SamplerCustomAdvanced. Use it with an empty (zero) video latent.",
             inputs=[
-                io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of the Gaussian noise; the same seed as RandomNoise gives the same noise."),
+                WIDGETS.input("noise_seed"),
                 io.Latent.Input("keyframe", tooltip="The keyframe latent (VAE Encode of the keyframe image), one "
                                 "per video; every frame of video k gets keyframe k."),
-                io.Float.Input("gamma", default=0.02, min=0.0, max=1.0, step=0.001,
-                               tooltip="Noise-prior strength. 0.02 suits a model trained with lambda 0.03; "
-                               "values from 0.04 up hurt (paper's ablation)."),
+                WIDGETS.input("gamma"),
             ],
             outputs=[io.Noise.Output()],
         )
 
-    @classmethod
-    def validate_inputs(cls, gamma=None):
-        # gamma loses ComfyUI's min/max check by being named here; checked by hand because NaN passes any min/max.
-        return _check_gamma(gamma) or True
+    validate_inputs = WIDGETS.validator()
 
     @classmethod
     def execute(cls, noise_seed: int, keyframe: dict, gamma: float) -> io.NodeOutput:
-        problem = _check_gamma(gamma)
-        if problem:  # a value that came through a link was not validated before the run
-            raise ValueError(problem)
+        # values that came through links were not validated before the run
+        WIDGETS.check({"noise_seed": noise_seed, "gamma": gamma})
         return io.NodeOutput(KeyframeNoisePrior(noise_seed, keyframe["samples"], gamma))

@@ -178,21 +178,25 @@ def test_greyscale_and_rgba_keyframes(run_graph, comfy_dirs, tiny_sd_checkpoint,
 
 
 @pytest.mark.graph
-@pytest.mark.parametrize("field,value,expected", [
-    ("length", 0, "length"), ("noise_prior_gamma", 5.0, "noise_prior_gamma"),
-    ("appearance_strength", -1.0, "appearance_strength"), ("keyframe_index", 9, "keyframe_index"),
-    ("width", 30, "width"), ("keyframe_position", "middle", "keyframe_position"),
+@pytest.mark.parametrize("field,value,expected,refused", [
+    ("length", 0, "length", "validation"), ("noise_prior_gamma", 5.0, "noise_prior_gamma", "validation"),
+    ("appearance_strength", -1.0, "appearance_strength", "validation"),
+    ("keyframe_position", "middle", "keyframe_position", "validation"),
+    # rules ComfyUI has no per-input check for are refused when the node runs (nodes/inputs.py says why)
+    ("keyframe_index", 9, "'keyframe_index'", "execution"), ("width", 30, "'width'", "execution"),
 ])
 def test_bad_inputs_are_node_errors_naming_the_input(run_graph, tiny_sd_checkpoint, keyframe_png, field, value,
-                                                     expected):
+                                                     expected, refused):
     g = Graph()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
     image = g.node("LoadImage", image=keyframe_png)
     _, i2v = stage2(g, ckpt, image.out(0), position="index")
     i2v.set(**{field: value})
-    with pytest.raises(GraphValidationError) as info:
+    with pytest.raises(GraphValidationError if refused == "validation" else GraphExecutionError) as info:
         run_graph(g, outputs=[i2v])
     assert expected in str(info.value)
+    if refused == "execution":
+        assert info.value.node_type == "MicroCinemaImageToVideo" and "MicroCinema Image To Video" in str(info.value)
 
 
 @pytest.mark.graph

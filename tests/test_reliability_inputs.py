@@ -6,6 +6,7 @@ graph runs normally. Odd but valid inputs (37x23, 1x1, RGBA, greyscale, several 
 The HTTP side of the same faults is in test_reliability_server.py."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -22,15 +23,38 @@ I2V = "MicroCinemaImageToVideo"
 I2V_NAME = "MicroCinema Image To Video"
 
 
-def assert_validation_error(run_graph, graph: Graph, node, input_name: str, outputs=None) -> GraphValidationError:
+def assert_validation_error(run_graph, graph: Graph, node, input_name: str, outputs=None,
+                            once: bool = True) -> GraphValidationError:
     with pytest.raises(GraphValidationError) as info:
         run_graph(graph, outputs=outputs or [node])
     err = info.value
     assert node.id in err.node_errors, f"the error must be reported on node {node.id}: {err}"
-    names = {r.get("extra_info", {}).get("input_name") for r in err.node_errors[node.id]["errors"]}
-    details = " ".join(str(r.get("details")) for r in err.node_errors[node.id]["errors"])
+    errors = err.node_errors[node.id]["errors"]
+    names = [r.get("extra_info", {}).get("input_name") for r in errors]
+    details = " ".join(str(r.get("details")) for r in errors)
     assert input_name in names and input_name in details, f"input {input_name!r} not named: {err}"
+    if not once:
+        return err
+    # once, on that input; the one exception: on ComfyUI versions that do not check V3 combo options, the node's
+    # validate_inputs checks its combos, and ComfyUI copies its message onto each of them (nodes/inputs.py)
+    assert names.count(input_name) == 1, f"input {input_name!r} reported {names.count(input_name)} times: {err}"
+    others = set(names) - {input_name}
+    assert not others or (not combos_checked_by_comfyui() and others <= combo_inputs(node.class_type)), \
+        f"an error on {input_name!r} was also reported on {sorted(others)}: {err}"
     return err
+
+
+def combos_checked_by_comfyui() -> bool:
+    import execution
+
+    return "Combo.io_type" in inspect.getsource(execution.validate_inputs)
+
+
+def combo_inputs(class_type: str) -> set[str]:
+    import nodes
+
+    spec = nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
+    return {name for section in spec.values() for name, info in section.items() if info[0] == "COMBO"}
 
 
 def assert_execution_error(run_graph, graph: Graph, node_type: str, words: tuple[str, ...], outputs=None,
@@ -127,15 +151,19 @@ def test_length_one_keyframe_positions(run_graph, tiny_sd_checkpoint, tally, pos
 
 NAN, INF = float("nan"), float("inf")
 I2V_BAD = [
-    ("width", 36), ("width", 0), ("width", -8), ("width", 8200), ("width", 8), ("height", 20), ("height", 12),
+    ("width", 0), ("width", -8), ("width", 8200), ("width", 8), ("height", 12),
     ("height", 8192 + 8), ("length", 0), ("length", -1), ("length", 4097), ("length", 10**9),
     ("noise_prior_gamma", -0.01), ("noise_prior_gamma", 1.5), ("noise_prior_gamma", NAN), ("noise_prior_gamma", INF),
     ("noise_prior_gamma", -INF), ("appearance_strength", -1.0), ("appearance_strength", 10.5),
     ("appearance_strength", NAN), ("appearance_strength", INF), ("frame_rate", 0.0), ("frame_rate", NAN),
-    ("frame_rate", 500.0), ("keyframe_index", 4097), ("keyframe_index", 2), ("keyframe_index", -3),
+    ("frame_rate", 500.0), ("keyframe_index", 4097),
     ("keyframe_position", "middle"), ("crop", "top"), ("resize_method", "magic"), ("width", "wide"),
     ("length", "many"), ("noise_prior_gamma", "a lot"),
 ]
+# Rules ComfyUI has no per-input check for (a multiple of 8, the keyframe inside the clip): a validate_inputs
+# message would be reported on every input it names (nodes/inputs.py), so these are refused when the node runs,
+# before it encodes anything: one execution error naming the node and the input.
+I2V_BAD_AT_RUN = [("width", 36), ("height", 20), ("keyframe_index", 2), ("keyframe_index", -3)]
 
 
 @pytest.mark.parametrize("field,value", I2V_BAD, ids=[f"{f}={v}" for f, v in I2V_BAD])
@@ -146,11 +174,20 @@ def test_image_to_video_bad_value_is_a_validation_error(run_graph, tiny_sd_check
     assert_validation_error(run_graph, g, refs["i2v"], field)
 
 
+@pytest.mark.parametrize("field,value", I2V_BAD_AT_RUN, ids=[f"{f}={v}" for f, v in I2V_BAD_AT_RUN])
+def test_image_to_video_bad_value_refused_when_run(run_graph, tiny_sd_checkpoint, tally, field, value):
+    g, refs = video_graph(tiny_sd_checkpoint, keyframe_position="index", keyframe_index=1, length=2)
+    refs["i2v"].set(**{field: value})
+    tally.add("inputs")
+    err = assert_execution_error(run_graph, g, I2V, (I2V_NAME, f"'{field}'"), outputs=[refs["i2v"]], tally=tally)
+    assert err.exception_message.count("input '") == 1, err.exception_message  # this input only
+
+
 OTHER_BAD = [
     ("MicroCinemaNoisePrior", "gamma", NAN), ("MicroCinemaNoisePrior", "gamma", 2.0),
     ("MicroCinemaNoisePrior", "gamma", -0.5), ("MicroCinemaNoisePrior", "noise_seed", -1),
     ("MicroCinemaContextWindows", "context_length", 1), ("MicroCinemaContextWindows", "context_length", 257),
-    ("MicroCinemaContextWindows", "context_overlap", 8), ("MicroCinemaContextWindows", "context_overlap", -1),
+    ("MicroCinemaContextWindows", "context_overlap", -1),
     ("MicroCinemaContextWindows", "context_stride", 0), ("MicroCinemaContextWindows", "context_schedule", "random"),
     ("MicroCinemaContextWindows", "fuse_method", "max"),
     ("MicroCinemaApplyModule", "module_name", "missing.safetensors"),
@@ -181,6 +218,16 @@ def test_other_nodes_bad_value_is_a_validation_error(run_graph, tiny_sd_checkpoi
     node.set(**{field: value})
     tally.add("inputs")
     assert_validation_error(run_graph, g, node, field)
+
+
+def test_context_overlap_not_below_length_refused_when_run(run_graph, tiny_sd_checkpoint, tally):
+    """A rule across two inputs (overlap < length): checked when the node runs, reported once on the overlap."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
+    node = _other_node(g, ckpt, "MicroCinemaContextWindows").set(context_overlap=8)
+    err = assert_execution_error(run_graph, g, "MicroCinemaContextWindows",
+                                 ("MicroCinema Context Windows", "'context_overlap'"), outputs=[node], tally=tally)
+    assert "context_length" in str(err)
 
 
 # -- values that arrive through links are checked when the node runs -------------------------------------------
@@ -333,7 +380,7 @@ def test_empty_image_batch(run_graph, tiny_sd_checkpoint, test_image_node, tally
 
 # -- MicroCinema Sampler (all of stage 2 in one node) ------------------------------------------------------------
 
-SAMPLER_BAD = [("width", 36), ("length", 0), ("noise_prior_gamma", NAN), ("appearance_strength", INF),
+SAMPLER_BAD = [("width", 0), ("length", 0), ("noise_prior_gamma", NAN), ("appearance_strength", INF),
                ("frame_rate", NAN), ("cfg", NAN), ("cfg", 101.0), ("steps", 0), ("sampler_name", "nope"),
                ("scheduler", "nope"), ("keyframe_position", "middle")]
 
@@ -360,10 +407,11 @@ def test_sampler_node_bad_value_is_a_validation_error(run_graph, tiny_sd_checkpo
 
 
 @pytest.mark.parametrize("field,primitive,value", [("noise_prior_gamma", "PrimitiveFloat", NAN),
-                                                   ("cfg", "PrimitiveFloat", NAN), ("width", "PrimitiveInt", 20)])
+                                                   ("cfg", "PrimitiveFloat", NAN), ("width", "PrimitiveInt", 20),
+                                                   ("width", None, 36)])
 def test_sampler_node_linked_bad_value(run_graph, tiny_sd_checkpoint, tally, field, primitive, value):
     g, node = sampler_graph(tiny_sd_checkpoint)
-    node.set(**{field: g.node(primitive, value=value).out(0)})
+    node.set(**{field: g.node(primitive, value=value).out(0) if primitive else value})  # None: a widget value
     tally.add("inputs")
     assert_execution_error(run_graph, g, "MicroCinemaSampler", ("MicroCinema Sampler", f"'{field}'"),
                            outputs=[node], tally=tally)

@@ -17,7 +17,7 @@ from harness.reliability_fixtures import *  # noqa: F401,F403  (fixtures)
 pytestmark = [pytest.mark.reliability, pytest.mark.server]
 
 NAN, INF = float("nan"), float("inf")
-I2V_BAD = [("width", 36), ("height", 8), ("length", 0), ("length", 4097), ("noise_prior_gamma", 1.5),
+I2V_BAD = [("height", 8), ("length", 0), ("length", 4097), ("noise_prior_gamma", 1.5),
            ("noise_prior_gamma", NAN), ("appearance_strength", -1.0), ("appearance_strength", INF),
            ("frame_rate", NAN), ("keyframe_index", 4097), ("keyframe_position", "middle"), ("crop", "top"),
            ("resize_method", "magic"), ("width", "wide")]
@@ -95,6 +95,8 @@ def _execution_cases(ckpt, koala, taesd16, files):
          module=lambda g, r: r["model"].set(module_name=files["evil"]))
     case("linked_width_36", "i2v", "MicroCinemaImageToVideo", ("MicroCinema Image To Video", "'width'"),
          width=lambda g, r: r["i2v"].set(width=g.node("PrimitiveInt", value=36).out(0)))
+    case("width_36", "i2v", "MicroCinemaImageToVideo", ("MicroCinema Image To Video", "'width'", "multiple of 8"),
+         width=lambda g, r: r["i2v"].set(width=36))
     case("wrong_latent_length", "ksampler", "KSampler", ("latent_image",),
          latent=lambda g, r: r["ksampler"].set(
              latent_image=g.node("EmptyLatentImage", width=32, height=32, batch_size=3).out(0)))
@@ -146,3 +148,34 @@ def test_model_name_outside_folders_never_reaches_a_loader(comfy_server, tiny_sd
         assert err.value.status == 400 and node.id in err.value.node_errors, err.value
         assert field in json.dumps(err.value.node_errors[node.id])
     assert_queue_empty(comfy_server)
+
+
+def test_each_bad_value_is_reported_once_on_its_input(comfy_server, tiny_sd_checkpoint, tally):
+    """One bad value, one error, on the input it concerns (ComfyUI reports a validate_inputs message on every input
+    that function names: length 0 used to come back ten times, tagged with ten inputs). A widget value: HTTP 400
+    with exactly one error in the node's node_errors; a value fed by a link: one execution error whose message
+    names the node and that input only."""
+    for field, value in (("length", 0), ("noise_prior_gamma", NAN), ("frame_rate", -INF)):
+        g, refs = video_graph(tiny_sd_checkpoint, output="preview")
+        refs["i2v"].set(**{field: value})
+        tally.add("inputs")
+        with pytest.raises(PromptRejected) as err:
+            comfy_server.queue_prompt(g.to_api())
+        assert err.value.status == 400, err.value
+        assert list(err.value.node_errors) == [refs["i2v"].id], err.value.body  # only that node
+        node = err.value.node_errors[refs["i2v"].id]
+        assert node["class_type"] == "MicroCinemaImageToVideo"
+        assert len(node["errors"]) == 1, f"{field}={value}: {node['errors']}"
+        assert node["errors"][0]["extra_info"]["input_name"] == field and field in node["errors"][0]["details"]
+    assert_queue_empty(comfy_server)
+
+    g, refs = video_graph(tiny_sd_checkpoint, output="preview", length=2, seed=7100)
+    refs["i2v"].set(length=g.node("PrimitiveInt", value=0).out(0))
+    tally.add("faults")
+    run = comfy_server.run(g.to_api())
+    errors = run.events("execution_error")
+    assert not run.succeeded and len(errors) == 1, run.messages
+    assert errors[0]["node_id"] == refs["i2v"].id and errors[0]["node_type"] == "MicroCinemaImageToVideo"
+    message = errors[0]["exception_message"]
+    assert "MicroCinema Image To Video: input 'length'" in message and message.count("input '") == 1, message
+    assert_serves_next_prompt(comfy_server, tiny_sd_checkpoint, seed=7101, tally=tally)

@@ -97,19 +97,163 @@ def test_cfg_ramp_node_on_two_videos_samples(run_graph, tiny_sd_checkpoint, node
     assert_video(run_graph(g, outputs=[sample])[sample.id]["samples"], 2 * FRAMES, node)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Known defect (issue 17 part 3, not fixed): the stock cfg-ramp nodes ramp over the whole batch "
-    "(torch.linspace over cond.shape[0]); with 2 videos of T frames frame t of video 1 and frame t of video 2 get "
-    "different scales. Per-video ramps need a per-video sampler_cfg_function wrapper the pack does not have yet."))
+def ramp_per_video(node: str, videos: int, frames: int = FRAMES, min_cfg: float = 1.0, cfg: float = 5.0):
+    return torch.cat([ramp(node, frames, min_cfg, cfg)] * videos).reshape(-1, 1, 1, 1)
+
+
+@pytest.fixture
+def cfg_spy(monkeypatch):
+    """Every call of ComfyUI's cfg_function while sampling: (cond_pred, uncond_pred, cond_scale, result). The
+    sampler hands it the whole batch (all videos' frames); the result is what the step uses."""
+    import comfy.samplers
+
+    calls: list = []
+    real = comfy.samplers.cfg_function
+
+    def spy(model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options={}, cond=None, uncond=None):
+        out = real(model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options=model_options, cond=cond,
+                   uncond=uncond)
+        calls.append((cond_pred, uncond_pred, cond_scale, out))
+        return out
+
+    monkeypatch.setattr(comfy.samplers, "cfg_function", spy)
+    return calls
+
+
 @pytest.mark.parametrize("node", CFG_RAMPS)
-def test_cfg_ramp_node_is_per_video(run_graph, tiny_sd_checkpoint, node):
-    """The right behaviour for a batch of videos: frame t of every video gets the same cfg scale."""
-    g, _ckpt, model, _i2v = video_graph(tiny_sd_checkpoint, videos=2)
-    ramped = g.node(node, model=model, min_cfg=1.0)
-    scale = per_frame_scale(run_graph(g, outputs=[ramped])[ramped.id], 2 * FRAMES)
-    # The scale the model actually uses is what this function returns for the batch the sampler passes: all
-    # 2 x T frames at once (cond and uncond are the whole batch after calc_cond_batch).
-    assert torch.allclose(scale, torch.cat([ramp(node, FRAMES)] * 2)), scale.tolist()
+def test_cfg_ramp_node_is_per_video(run_graph, tiny_sd_checkpoint, cfg_spy, node):
+    """Two videos in one batch: frame t of each video gets the ramp's scale for frame t of ONE video. Checked on
+    what the sampler actually computes (denoised = uncond + scale * (cond - uncond), in x0 space) against the
+    stock formula written out for T frames."""
+    g, _ckpt, model, i2v = video_graph(tiny_sd_checkpoint, videos=2)
+    sample = ksampler(g, g.node(node, model=model, min_cfg=1.0), i2v, cfg=5.0, steps=2)
+    assert_video(run_graph(g, outputs=[sample], fresh=True)[sample.id]["samples"], 2 * FRAMES, node)
+    assert len(cfg_spy) == 2, "one cfg call per step"
+    scale = ramp_per_video(node, videos=2)
+    for cond_pred, uncond_pred, cond_scale, out in cfg_spy:
+        assert cond_scale == 5.0
+        assert (cond_pred - uncond_pred).abs().amin(dim=(1, 2, 3)).max() > 0, "the prompts differ"
+        torch.testing.assert_close(out, uncond_pred + scale * (cond_pred - uncond_pred), rtol=1e-5, atol=1e-5)
+
+
+def _sample_graph_outputs(run_graph, tiny_sd_checkpoint, videos: int, patch: str | None, **patch_inputs):
+    """(MODEL after the optional stock patch node, Image To Video's outputs) from a real graph."""
+    g, _ckpt, model, i2v = video_graph(tiny_sd_checkpoint, videos=videos)
+    patched = g.node(patch, model=model, **patch_inputs) if patch else model
+    result = run_graph(g, outputs=[patched, i2v])
+    return result[patched.id], [result.output(i2v.id, k) for k in range(3)]
+
+
+def _without_per_video(mc, model):
+    """The same MODEL without the pack's per-video wrappers: what stock ComfyUI computes."""
+    import comfy.patcher_extension
+
+    bare = model.clone()
+    for kind in ("PREDICT_NOISE", "CALC_COND_BATCH", "APPLY_MODEL"):
+        bare.remove_wrappers_with_key(getattr(comfy.patcher_extension.WrappersMP, kind),
+                                      sub("per_video_cfg", mc).WRAPPER_KEY)
+    return bare
+
+
+def _ksample(model, conds, cfg: float = 5.0) -> torch.Tensor:
+    import nodes as comfy_nodes
+
+    positive, negative, latent = conds
+    return comfy_nodes.common_ksampler(model, 3, 2, cfg, "euler", "normal", positive, negative, latent,
+                                       denoise=1.0)[0]["samples"]
+
+
+@pytest.mark.parametrize("node", CFG_RAMPS)
+def test_cfg_ramp_on_one_video_is_exactly_comfyui(mc, run_graph, tiny_sd_checkpoint, node):
+    """Exact parity: with one video the per-video wrapper hands ComfyUI its own options, bit for bit."""
+    model, conds = _sample_graph_outputs(run_graph, tiny_sd_checkpoint, 1, node, min_cfg=1.0)
+    assert torch.equal(_ksample(model, conds), _ksample(_without_per_video(mc, model), conds))
+
+
+def test_elementwise_cfg_on_two_videos_is_exactly_comfyui(mc, run_graph, tiny_sd_checkpoint):
+    """Exact parity: a cfg function that does not look along the batch (here the linear ramp with min_cfg = cfg,
+    a constant scale) gives bitwise the same video split per video or not."""
+    model, conds = _sample_graph_outputs(run_graph, tiny_sd_checkpoint, 2, "VideoLinearCFGGuidance", min_cfg=5.0)
+    assert torch.equal(_ksample(model, conds), _ksample(_without_per_video(mc, model), conds))
+
+
+def test_guidance_that_runs_the_model_gets_the_whole_batch(mc, run_graph, tiny_sd_checkpoint):
+    """Perturbed-Attention Guidance's post-cfg function runs the model on the batch's conds (per-frame hint and
+    strength): a per-video slice would give video 2 video 1's conds, so it is called on the whole batch, exactly
+    as stock ComfyUI calls it, and remembered as such."""
+    model, conds = _sample_graph_outputs(run_graph, tiny_sd_checkpoint, 2, "PerturbedAttentionGuidance", scale=2.0)
+    per_video_cfg = sub("per_video_cfg", mc)
+    (fn,) = model.model_options["sampler_post_cfg_function"]
+    ours = _ksample(model, conds)
+    assert fn in per_video_cfg._whole_batch_functions
+    assert torch.equal(ours, _ksample(_without_per_video(mc, model), conds))
+
+
+# Functions of the stock nodes, called directly on a batch of 3 videos x T frames (no sampling needed).
+
+def _cfg_args(videos: int = 3, frames: int = FRAMES, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    shape = (videos * frames, 4, 3, 3)
+    x = torch.randn(shape, generator=gen)
+    cond_d, uncond_d = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    sigma = torch.full((shape[0],), 2.5)
+    return {"cond": x - cond_d, "uncond": x - uncond_d, "cond_scale": 4.0, "timestep": sigma, "input": x,
+            "sigma": sigma, "cond_denoised": cond_d, "uncond_denoised": uncond_d, "model": None,
+            "model_options": {}, "input_cond": None, "input_uncond": None,
+            "denoised": uncond_d + 4.0 * (cond_d - uncond_d)}
+
+
+def _stock_functions(run_graph, tiny_sd_checkpoint) -> dict:
+    g, _ckpt, model, _i2v = video_graph(tiny_sd_checkpoint)
+    patches = {"ramp": g.node("VideoTriangleCFGGuidance", model=model, min_cfg=2.0),
+               "rescale": g.node("RescaleCFG", model=model, multiplier=0.7),
+               "mahiro": g.node("Mahiro", model=model),
+               "epsilon": g.node("Epsilon Scaling", model=model, scaling_factor=1.005)}
+    result = run_graph(g, outputs=list(patches.values()))
+    options = {name: result[node.id].model_options for name, node in patches.items()}
+    return {"ramp": options["ramp"]["sampler_cfg_function"],
+            "rescale": options["rescale"]["sampler_cfg_function"],
+            "mahiro": options["mahiro"]["sampler_post_cfg_function"][0],
+            "epsilon": options["epsilon"]["sampler_post_cfg_function"][0]}
+
+
+def test_stock_cfg_functions_per_video(mc, run_graph, tiny_sd_checkpoint):
+    """Per video = the stock function applied to each video alone, then concatenated:
+    - batch-level ones (the triangle ramp; Mahiro's similarity is a mean over the batch) change, and each video's
+      part equals the stock function on that video (and the ramp equals the written-out formula);
+    - elementwise ones (Epsilon Scaling) and per-sample ones (RescaleCFG) are bitwise unchanged."""
+    per_video_cfg = sub("per_video_cfg", mc)
+    fns = _stock_functions(run_graph, tiny_sd_checkpoint)
+    args = _cfg_args()
+    batch = args["input"].shape[0]
+    for name, fn in fns.items():
+        split = per_video_cfg.per_video(fn, FRAMES)(args)
+        alone = torch.cat([fn(per_video_cfg.slice_args(args, slice(v * FRAMES, (v + 1) * FRAMES), batch))
+                           for v in range(3)])
+        assert torch.equal(split, alone), name
+        if name in ("epsilon", "rescale"):
+            assert torch.equal(split, fn(args)), name
+        else:
+            assert not torch.allclose(split, fn(args)), f"{name} looks along the batch"
+    scale = ramp_per_video("VideoTriangleCFGGuidance", videos=3, min_cfg=2.0, cfg=4.0)
+    expected = args["uncond"] + scale * (args["cond"] - args["uncond"])
+    torch.testing.assert_close(per_video_cfg.per_video(fns["ramp"], FRAMES)(args), expected)
+
+
+def test_options_per_video_leaves_one_video_and_odd_batches_alone(mc):
+    per_video_cfg = sub("per_video_cfg", mc)
+
+    def fn(args):
+        return args["uncond"]
+
+    options = {"sampler_cfg_function": fn, "sampler_post_cfg_function": [fn], "transformer_options": {}}
+    for frames, batch in ((FRAMES, FRAMES), (None, 2 * FRAMES), (FRAMES, 2 * FRAMES + 1), (0, 8)):
+        assert per_video_cfg.options_per_video(options, frames, batch) is options
+    split = per_video_cfg.options_per_video(options, FRAMES, 2 * FRAMES)
+    assert split is not options and split["transformer_options"] is options["transformer_options"]
+    assert split["sampler_cfg_function"].microcinema_per_video is fn
+    assert [f.microcinema_per_video for f in split["sampler_post_cfg_function"]] == [fn]
+    assert options["sampler_cfg_function"] is fn, "the MODEL's own options are never changed"
 
 
 # -- 2. SamplerCustomAdvanced with the stock guiders ---------------------------------------------------------------

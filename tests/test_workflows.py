@@ -303,3 +303,14 @@ def test_template_listing_and_thumbnails_served(comfy_server):
                 assert response.status == 200 and response.headers["Content-Type"] == "image/jpeg"
         except urllib.error.HTTPError as err:
             assert json_only and err.code == 404, f"{url}: HTTP {err.code}"
+
+
+def test_one_graph_builder_with_automatic_ids():
+    """The workflows and the tests build prompts with the same Graph (workflows/workflow_builder/graph.py), and
+    the workflows never choose node ids: they are 1..N in creation order."""
+    from harness.graph import Graph
+
+    for make in builder.WORKFLOWS:
+        wf = make()
+        assert type(wf.graph) is Graph
+        assert [int(ref.id) for ref in wf.graph] == list(range(1, len(list(wf.graph)) + 1)), wf.name

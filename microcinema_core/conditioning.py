@@ -19,6 +19,9 @@ from einops import repeat
 from .noise_prior import repeat_keyframes
 
 
+# How many text contexts per video an entry holds (video_unet refuses a count other than the video's frames).
+TEXT_FRAMES = "mc_text_frames"
+
 HINT_EXTRA_CHANNELS = 2  # after the keyframe latent's C channels: keyframe-position mask, signed frame offset
 
 
@@ -60,12 +63,20 @@ def appearance_model_conds(keyframes_raw: torch.Tensor, num_frames: int, key_ind
 
 
 def attach(conditioning: list, model_conds: dict) -> list:
-    """A copy of ``conditioning`` whose every entry carries ``model_conds`` (merged with any it already has)."""
+    """A copy of ``conditioning`` whose every entry carries ``model_conds`` (merged with any it already has).
+
+    Each entry also says how many text contexts per video it holds (TEXT_FRAMES): Prompt Travel's entries hold one
+    per frame and set it themselves; a one-row prompt gets the video's frame count. So a travel positive and a plain
+    negative carry equal model conds and ComfyUI still runs both CFG halves in one batched call (entries whose
+    model conds differ are never batched together)."""
     out = []
+    frames = model_conds.get("mc_num_frames")
     for tensor, options in conditioning:
         options = options.copy()
         merged = dict(options.get("model_conds", {}))
         merged.update(model_conds)
+        if frames is not None and (TEXT_FRAMES not in merged or tensor is None or tensor.shape[0] == 1):
+            merged[TEXT_FRAMES] = comfy.conds.CONDConstant(int(frames.cond))
         options["model_conds"] = merged
         out.append([tensor, options])
     return out

@@ -19,7 +19,7 @@ import comfy.ops
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from . import dynamic_vram, memory_estimate, per_video_cfg, stock_context
+from . import dynamic_vram, memory_estimate, per_video_cfg, prior_check, stock_context
 from .base_unet import base_unet
 from .module import MicroCinemaModule, ModuleConfig, build_module
 from .video_unet import VideoUNet
@@ -100,4 +100,6 @@ def apply_module(model_patcher, module: MicroCinemaModule):
     per_video_cfg.install(patched)
     # Dynamic VRAM unloading restores weights by name after undoing object patches: ours go back before that.
     dynamic_vram.install(patched)
+    # Video To Video scaled its noise prior for the sampler's first sigma: refuse a sampler set otherwise.
+    prior_check.install(patched)
     return patched

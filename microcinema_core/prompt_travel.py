@@ -33,12 +33,13 @@ from dataclasses import dataclass
 import comfy.conds
 import torch
 
+# model cond key: frames of the prompt-travel context; VideoUNet refuses a video of another length (a context of
+# T rows repeated to a batch of videos of T' != T frames would give frames the wrong prompts, silently).
+from .conditioning import TEXT_FRAMES
+
 NODE = "MicroCinema Prompt Travel"
 INPUT = "schedule"
 INTERPOLATIONS = ("linear", "smooth", "hold")
-# model cond key: frames of the prompt-travel context; VideoUNet refuses a video of another length (a context of
-# T rows repeated to a batch of videos of T' != T frames would give frames the wrong prompts, silently).
-TEXT_FRAMES = "mc_text_frames"
 _KEY = re.compile(r"^\s*([+-]?\d+)\s*:(.*)$")
 
 

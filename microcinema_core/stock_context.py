@@ -28,6 +28,7 @@ from typing import Any, Optional
 import comfy.patcher_extension
 import torch
 
+from .conditioning import TEXT_FRAMES
 from .memory_estimate import frames_in_conds
 from .video_unet import CONTEXT_OPTION
 
@@ -107,9 +108,13 @@ def register(handler: Any) -> None:
 def resize_cond_item(handler: Any, cond_key: str, cond_value: Any, window: Any, x_in: torch.Tensor, device,
                      cond_dict: dict) -> Any:
     """Our conds for one window (the handler's RESIZE_COND_ITEM callback); None leaves an item to ComfyUI."""
-    if cond_key != "mc_num_frames" and cond_key not in PER_FRAME_CONDS:
+    if cond_key not in ("mc_num_frames", TEXT_FRAMES) and cond_key not in PER_FRAME_CONDS:
         return None
     total = x_in.shape[handler.dim]
+    if cond_key == TEXT_FRAMES:
+        # Text contexts per video: ComfyUI slices a per-frame context (Prompt Travel's) like the latent and repeats
+        # a one-row one, so either way the window holds as many as it holds frames.
+        return cond_value._copy_with(int(window.get_tensor(torch.arange(total)).shape[0]))
     if cond_key == "mc_num_frames":
         frames = int(cond_value.cond)
         if total != frames:  # the up-front check saw the conds; this is what the handler really windows

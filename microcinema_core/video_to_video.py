@@ -16,7 +16,7 @@ import math
 import torch
 from einops import rearrange
 
-from . import conditioning, memory_check, noise_prior, sampling
+from . import conditioning, memory_check, noise_prior, prior_check, sampling
 
 log = logging.getLogger(__name__)
 
@@ -178,4 +178,8 @@ def video_to_video_inputs(positive: list, negative: list, vae, model, *, video=N
             raise ValueError(f"{node}, input 'video_latent': it has a noise mask, and the kept areas would keep "
                              "the noise prior; set noise_prior_gamma to 0 for masked video-to-video")
         out_latent["noise_mask"] = video_latent["noise_mask"]
-    return conditioning.attach(positive, conds), conditioning.attach(negative, conds), out_latent
+    positive, negative = conditioning.attach(positive, conds), conditioning.attach(negative, conds)
+    if noise_prior_gamma > 0 and sigma_start is not None:
+        # the prior is right for this first sigma only: the sampler checks it starts there (prior_check.py)
+        positive, negative = prior_check.mark(positive, sigma_start), prior_check.mark(negative, sigma_start)
+    return positive, negative, out_latent

@@ -241,14 +241,15 @@ def test_long_video_graph_with_context_windows(run_graph, tiny_sd_checkpoint):
 
 @pytest.mark.graph
 def test_context_overlap_must_be_shorter_than_the_window(run_graph, tiny_sd_checkpoint):
-    from harness.runner import GraphValidationError
+    # a rule across two inputs: checked when the node runs (nodes/inputs.py), reported once, on the overlap
+    from harness.runner import GraphExecutionError
 
     g = Graph()
     ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
     w = g.node("MicroCinemaContextWindows", model=ckpt.out(0), context_length=4, context_overlap=4,
                context_schedule="static_standard", context_stride=1, closed_loop=False, fuse_method="flat",
                keep_keyframe=True)
-    with pytest.raises(GraphValidationError, match="context_overlap"):
+    with pytest.raises(GraphExecutionError, match="context_overlap"):
         run_graph(g, outputs=[w])
 
 

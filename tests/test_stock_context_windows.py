@@ -228,3 +228,25 @@ def test_memory_check_counts_one_stock_window(comfy_env):
     assert memory_check.frames_held(SimpleNamespace(model_options={"context_handler": handler}), 64) == L
     assert memory_check.frames_held(SimpleNamespace(model_options={"context_handler": handler}), 3) == 3
     assert memory_check.frames_held(SimpleNamespace(model_options={}), 64) == 64
+
+
+@pytest.mark.graph
+@pytest.mark.parametrize("causal", [False, True])
+def test_prompt_travel_under_stock_windows(run_graph, tiny_sd_checkpoint, moving_module, stock_cls, hooked, causal):
+    """A per-frame context (Prompt Travel) and a one-row negative under the stock windows: each window gets its
+    frames' rows (also with the frame causal_window_fix adds), the same result as our windows."""
+    if not hooked:
+        pytest.skip("this ComfyUI's stock context windows have no RESIZE_COND_ITEM hook (see the refusal test)")
+    if causal and "causal_window_fix" not in _stock_inputs(stock_cls, causal_window_fix=True):
+        pytest.skip("this ComfyUI's stock node has no causal_window_fix")
+    v = Video(tiny_sd_checkpoint, moving_module)
+    ckpt_clip = v.i2v.graph[v.i2v.id]["inputs"]["positive"]  # the positive's CLIPTextEncode
+    clip = v.g[ckpt_clip[0]]["inputs"]["clip"]
+    travel = v.g.node("MicroCinemaPromptTravel", clip=clip, length=T, interpolation="linear",
+                      schedule=f"0: a ball rolling left\n{T - 1}: a ball rolling right")
+    v.i2v.set(positive=travel)
+    runs = [v.sample(v.stock(stock_cls, causal_window_fix=causal)), v.sample(v.ours())]
+    stock, ours = _samples(run_graph, v, runs)
+    assert torch.isfinite(stock).all()
+    if not causal:  # the same windows: the same result up to float rounding
+        assert (stock - ours).abs().max().item() <= 1e-4 * ours.abs().max().item()

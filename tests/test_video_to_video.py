@@ -136,6 +136,28 @@ def test_prior_at_partial_denoise_is_the_sampler_start(run_graph, tiny_sd_checkp
 
 
 @pytest.mark.graph
+@pytest.mark.parametrize("field,value", [("denoise", 0.7), ("steps", 6), ("scheduler", "karras")])
+def test_sampler_set_otherwise_is_refused(run_graph, tiny_sd_checkpoint, clip_png, field, value):
+    """The prior was scaled for the first sigma of the KSampler the node was told about; a KSampler set otherwise
+    starts elsewhere and is refused before the first step, naming the node and its inputs."""
+    g = Graph()
+    ckpt = g.node("CheckpointLoaderSimple", ckpt_name=tiny_sd_checkpoint)
+    mc, pos, neg = base(g, ckpt)
+    clip = g.node("LoadImage", image=clip_png)
+    cond = v2v(g, ckpt, mc, pos, neg, video=clip.out(0))
+    sampled = ksampler(g, mc, cond, **{"denoise": 0.5, "steps": 4, "scheduler": "normal", field: value})
+    with pytest.raises(GraphExecutionError) as info:
+        run_graph(g, outputs=[sampled])
+    message = info.value.exception_message or ""
+    assert info.value.node_type == "KSampler"
+    for word in ("MicroCinema Video To Video", "'steps'", "'denoise'", "'scheduler'", "noise level"):
+        assert word in message, message
+    # gamma 0: no prior, nothing to mismatch
+    cond.set(noise_prior_gamma=0.0)
+    assert torch.isfinite(run_graph(g, outputs=[sampled])[sampled.id]["samples"]).all()
+
+
+@pytest.mark.graph
 @pytest.mark.parity
 def test_denoise_one_from_an_empty_latent_is_image_to_video(run_graph, tiny_sd_checkpoint, keyframe_png):
     """Where both are defined the same (a zero source latent, denoise 1), Video To Video gives bitwise Image To

@@ -243,6 +243,9 @@ def test_workflow_runs_as_shipped(name, run_graph, comfy_dirs, demo_models, exam
         expected = (i2v_inputs["length"], i2v_inputs["height"], i2v_inputs["width"], 3)
         if _upstream(prompt, node_id, "ImageUpscaleWithModel"):
             expected = (expected[0], expected[1] * 2, expected[2] * 2, 3)
+        if _upstream(prompt, node_id, "MicroCinemaExtendVideo"):  # each round adds its clip but the first frame
+            rounds = sum(n["class_type"] == "MicroCinemaImageToVideo" for n in prompt.values())
+            expected = (rounds * (expected[0] - 1) + 1, *expected[1:])
         assert tuple(frames.shape) == expected, (node_id, tuple(frames.shape))
         assert torch.isfinite(frames).all()
         fps = result.output(i2v, 3)
@@ -267,6 +270,25 @@ def test_workflow_runs_as_shipped(name, run_graph, comfy_dirs, demo_models, exam
         assert set(positions) == {"first", "last"}
         hints = [result.output(positions[p], 0)[0][1]["model_conds"]["mc_hint"].cond for p in ("first", "last")]
         assert hints[0].shape[0] == LENGTH and not torch.equal(hints[0], hints[1])  # AppearNet's per-frame hint
+
+    if name == "prompt_travel":
+        travel = next(i for i, n in prompt.items() if n["class_type"] == "MicroCinemaPromptTravel")
+        cond = result.output(travel, 0)[0][0]
+        assert cond.shape[0] == prompt[travel]["inputs"]["length"] == LENGTH  # one text context per frame
+        assert not torch.equal(cond[0], cond[-1])
+    if name == "video_to_video":
+        v2v = next(i for i, n in prompt.items() if n["class_type"] == "MicroCinemaVideoToVideo")
+        sampler = next(i for i, n in prompt.items() if n["class_type"] == "KSampler"
+                       and n["inputs"]["latent_image"][0] == v2v)
+        for key in ("steps", "denoise", "sampler_name", "scheduler"):  # the prior is scaled for this sampler
+            assert prompt[v2v]["inputs"][key] == prompt[sampler]["inputs"][key]
+        assert prompt[sampler]["inputs"]["denoise"] < 1
+    if name == "extend_video":
+        extends = [i for i, n in prompt.items() if n["class_type"] == "MicroCinemaExtendVideo"]
+        first = _source(prompt, extends[0], "video")
+        video = result.output(extends[-1], 0)
+        assert torch.equal(video[:LENGTH], result.output(first, 0))  # round 1 kept as it was
+        assert not any(torch.equal(a, b) for a, b in zip(video[:-1], video[1:]))  # no repeated frame at the seams
 
     if WRITE_THUMBNAILS:
         wf = next(make() for make in builder.WORKFLOWS if make().name == name)

@@ -172,10 +172,13 @@ def test_template_browser_text_to_video(page, server, tmp_path):
     cards = {name: page.page.get_by_test_id(f"template-workflow-{name}") for name in NAMES}
     for name, card in cards.items():
         card.wait_for(timeout=30_000)
-    # every card's thumbnail is loaded (the front end fetches <name>.jpg next to the workflow)
-    page.page.wait_for_function(
-        "(names) => names.every(n => { const img = document.querySelector(`[data-testid='template-workflow-${n}'] img`);"
-        " return img && img.complete && img.naturalWidth > 0; })", arg=NAMES, timeout=30_000)
+    # every card's thumbnail is loaded (the front end fetches <name>.jpg next to the workflow); the images load
+    # lazily, so each card is scrolled into view first (ten cards do not fit in the dialog at once)
+    for name, card in cards.items():
+        card.scroll_into_view_if_needed(timeout=30_000)
+        page.page.wait_for_function(
+            "(n) => { const img = document.querySelector(`[data-testid='template-workflow-${n}'] img`);"
+            " return img && img.complete && img.naturalWidth > 0; }", arg=name, timeout=30_000)
     page.screenshot(tmp_path / "template_browser.png")
     cards["text_to_video"].click()
     page.page.wait_for_function(f"() => {APP_JS}.graph.nodes.length === {len(ui_form('text_to_video')['nodes'])}",

@@ -80,3 +80,17 @@ def attach(conditioning: list, model_conds: dict) -> list:
         options["model_conds"] = merged
         out.append([tensor, options])
     return out
+
+
+def check_text_frames(conditioning: list, length: int, node: str, input_name: str) -> None:
+    """Refuse, naming ``node`` and its input, a per-frame text context (Prompt Travel's) made for another length:
+    ComfyUI would repeat or cut its rows to the batch without a word, giving frames other frames' prompts."""
+    for tensor, options in conditioning:
+        frames = options.get("model_conds", {}).get(TEXT_FRAMES)
+        if frames is None or tensor is None or tensor.shape[0] == 1:
+            continue  # one prompt for every frame
+        if int(frames.cond) != int(length):
+            raise ValueError(f"{node}, input '{input_name}': it holds one text context per frame for "
+                             f"{int(frames.cond)} frames (MicroCinema Prompt Travel's 'length'), but 'length' here is "
+                             f"{int(length)}; set the same length on both nodes")
+

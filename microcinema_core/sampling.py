@@ -50,6 +50,8 @@ def video_inputs(positive: list, negative: list, vae, image: torch.Tensor, *, wi
         raise ValueError(f"{node}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
                          f"this one has {vae.latent_channels} channels")
     key_index = noise_prior.keyframe_index(keyframe_position, length, keyframe_index)
+    for name, conds in (("positive", positive), ("negative", negative)):
+        conditioning.check_text_frames(conds, length, node, name)
     # Before the resize and the encode: a width x height that cannot be sampled at all is refused here, naming it.
     memory_check.check_video_inputs(node, width=width, height=height, length=length)
     pixels = prepare_keyframes(image, width, height, resize_method, crop, node)

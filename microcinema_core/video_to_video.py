@@ -151,6 +151,8 @@ def video_to_video_inputs(positive: list, negative: list, vae, model, *, video=N
         raise ValueError(f"{node}, input 'keyframe_index': {keyframe_index} is outside a clip of {frames} frames "
                          f"(allowed {-frames}..{frames - 1})")
     key = noise_prior.keyframe_index(keyframe_position, frames, keyframe_index)
+    for name, conds in (("positive", positive), ("negative", negative)):
+        conditioning.check_text_frames(conds, frames, node, name)
     latent_h, latent_w = (clip.shape[-2:] if video is None else (clip.shape[1] // 8, clip.shape[2] // 8))
     memory_check.check_video_inputs(node, width=latent_w * 8, height=latent_h * 8, length=frames)
     memory_check.check_sampling(node, model, length=frames, latent_height=latent_h, latent_width=latent_w,

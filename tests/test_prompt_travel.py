@@ -292,9 +292,13 @@ def test_a_length_other_than_the_videos_is_refused(run_graph, tiny_sd_checkpoint
                    motion_module="none")
     pos = _travel(g, ckpt.out(1), POS, length=T + 2)
     ks = _ksampler(g, model, _i2v(g, ckpt, pos, pos, videos=1), cfg=1.0)
-    with pytest.raises(GraphExecutionError, match=f"positive conditioning comes from '{NODE}' with 'length' {T + 2}, "
-                                                  f"but the videos have {T} frames"):
+    # refused by Image To Video, before anything is encoded or sampled, naming its input
+    with pytest.raises(GraphExecutionError, match=f"MicroCinema Image To Video, input 'positive': it holds one text "
+                                                  f"context per frame for {T + 2} frames") as info:
         run_graph(g, outputs=[ks])
+    assert info.value.node_type == "MicroCinemaImageToVideo"
+    # the video model keeps its own check (conds combined after Image To Video reach it unchecked)
+    assert f"but the videos have {T} frames" in sub("prompt_travel").frames_problem(T + 2, T, [0])
 
 
 @pytest.mark.graph

@@ -72,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     core()
-    demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
+    synthetic = sub("training.synthetic")
     metrics = sub("training.video_metrics")
     motion_amount = sub("motion_amount")
     sampler = sub("demo_sampler").DemoSampler(HERE.parent / ".cache" / "bench_motion_amount")
-    unet, module = narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE))
-    patched = sampler.with_twin(unet, module)
+    patched = sampler.shipped_twin()
     variants = [("all motion", patched)] + ([("temporal only", patched)] if args.temporal_only else [])
     scaled_offsets = motion_amount.scaled_offsets
     cases = samples(synthetic, args.per_direction)

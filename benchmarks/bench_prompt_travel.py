@@ -81,12 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     core()
-    demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
+    synthetic = sub("training.synthetic")
     metrics, sampling, travel, noise_prior = (sub("training.video_metrics"), sub("sampling"), sub("prompt_travel"),
                                               sub("noise_prior"))
     sampler = sub("demo_sampler").DemoSampler(HERE.parent / ".cache" / "bench_prompt_travel")
-    unet, module = narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE))
-    model = sampler.with_twin(unet, module)
+    model = sampler.shipped_twin()
     negative = sampler.text("")
     cases = keyframes(synthetic, args.keyframes, frames)
     t0, rows = time.time(), []

@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
+    synthetic = sub("training.synthetic")
     cw, video_unet = sub("context_windows"), sub("video_unet")
     DemoSampler = sub("demo_sampler").DemoSampler
 
     sampler = DemoSampler(args.run_dir / "models")
-    base = sampler.with_twin(*narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE)))
+    base = sampler.shipped_twin()
 
     keyframe_index = args.frames // 2
     rng = random.Random(30_001)

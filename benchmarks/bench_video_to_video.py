@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    demo, narrow, synthetic = sub("demo"), sub("narrow"), sub("training.synthetic")
+    synthetic = sub("training.synthetic")
     v2v, extend = sub("video_to_video"), sub("extend")
     DemoSampler = sub("demo_sampler").DemoSampler
     import nodes as comfy_nodes  # ComfyUI's nodes.py (common_ksampler)
 
     sampler = DemoSampler(args.run_dir / "models")
-    model = sampler.with_twin(*narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE)))
+    model = sampler.shipped_twin()
     rng = random.Random(40_001)
     specs = [synthetic.random_spec(rng, FRAMES) for _ in range(2 * args.clips)]
 

@@ -31,6 +31,12 @@ class DemoSampler:
         patched.add_object_patch("diffusion_model", VideoUNet(unet, module).eval())
         return patched
 
+    def shipped_twin(self):
+        """The demo MODEL with the shipped narrow twin (the trained demo UNet and module) as its video UNet."""
+        from . import narrow
+
+        return self.with_twin(*narrow.load_twin(str(demo.NARROW_UNET), str(demo.NARROW_MODULE)))
+
     def text(self, caption: str) -> list:
         if caption not in self._texts:
             self._texts[caption] = sampling.text_conditioning(self.clip, caption)

@@ -15,27 +15,34 @@ from . import conditioning, memory_check, noise_prior
 IMAGE_TO_VIDEO = "MicroCinema Image To Video"
 
 
-def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str = "bilinear", crop: str = "center",
-                      node: str = IMAGE_TO_VIDEO) -> torch.Tensor:
-    """[B, H, W, C] IMAGE (RGB, RGBA or greyscale; any size) -> [B, height, width, 3] in [0, 1]."""
-    import comfy.utils
-
+def rgb_image(image, node: str, name: str, what: str) -> torch.Tensor:
+    """An IMAGE [N, H, W, C] (RGB, RGBA or greyscale; one frame may come without the batch axis) as float RGB
+    [N, H, W, 3], not yet clamped; ValueError naming ``node`` and input ``name`` (``what`` it holds) otherwise."""
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"{node}, input '{name}': expected an IMAGE, got {type(image).__name__}")
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{node}, input 'image': expected an IMAGE [batch, height, width, channels], "
+        raise ValueError(f"{node}, input '{name}': expected an IMAGE [batch, height, width, channels] ({what}), "
                          f"got shape {tuple(image.shape)}")
     if image.shape[0] < 1:
-        raise ValueError(f"{node}, input 'image': the IMAGE batch is empty (no keyframe to animate)")
+        raise ValueError(f"{node}, input '{name}': the IMAGE batch is empty ({what})")
     if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{node}, input 'image': the keyframe has NaN or infinite pixel values (a broken upstream "
-                         "node?)")
+        raise ValueError(f"{node}, input '{name}': NaN or infinite pixel values ({what}; a broken upstream node?)")
     channels = image.shape[-1]
     if channels in (1, 2):  # greyscale (+ alpha)
         image = image[..., :1].expand(*image.shape[:-1], 3)
     elif channels == 4:  # drop alpha
         image = image[..., :3]
-    pixels = image.movedim(-1, 1).float()
+    return image.float()
+
+
+def prepare_keyframes(image: torch.Tensor, width: int, height: int, method: str = "bilinear", crop: str = "center",
+                      node: str = IMAGE_TO_VIDEO, name: str = "image") -> torch.Tensor:
+    """[B, H, W, C] IMAGE (RGB, RGBA or greyscale; any size) -> [B, height, width, 3] in [0, 1]."""
+    import comfy.utils
+
+    pixels = rgb_image(image, node, name, "the keyframe").movedim(-1, 1)
     pixels = comfy.utils.common_upscale(pixels, width, height, method, crop)
     return pixels.movedim(1, -1).clamp(0.0, 1.0)
 

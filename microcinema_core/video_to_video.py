@@ -58,27 +58,6 @@ def noise_scale_for(sigma_start: float | None, sigma_max: float) -> float:
     return noise_prior.sampler_noise_scale(sigma_start, sigma_max)
 
 
-def check_image(image, node: str, name: str, what: str) -> torch.Tensor:
-    """An IMAGE [N, H, W, C] as RGB float, or ValueError naming the input."""
-    if not isinstance(image, torch.Tensor):
-        raise ValueError(f"{node}, input '{name}': expected an IMAGE, got {type(image).__name__}")
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[-1] not in (1, 2, 3, 4) or image.shape[1] < 1 or image.shape[2] < 1:
-        raise ValueError(f"{node}, input '{name}': expected an IMAGE [batch, height, width, channels] ({what}), "
-                         f"got shape {tuple(image.shape)}")
-    if image.shape[0] < 1:
-        raise ValueError(f"{node}, input '{name}': the IMAGE batch is empty ({what})")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{node}, input '{name}': NaN or infinite pixel values ({what}; a broken upstream node?)")
-    channels = image.shape[-1]
-    if channels in (1, 2):  # greyscale (+ alpha)
-        image = image[..., :1].expand(*image.shape[:-1], 3)
-    elif channels == 4:  # drop alpha
-        image = image[..., :3]
-    return image.float().clamp(0.0, 1.0)
-
-
 def split_frames(total: int, length: int, keyframes: int | None, node: str, source: str) -> tuple[int, int]:
     """(videos, frames per video) for ``total`` source frames; length 0 means all frames, one video per keyframe."""
     if length == 0:
@@ -117,7 +96,7 @@ def check_source(video=None, video_latent=None, node: str = VIDEO_TO_VIDEO) -> t
         if not bool(torch.isfinite(samples).all()):
             raise ValueError(f"{node}, input 'video_latent': NaN or infinite values")
         return samples.float().cpu()
-    frames = check_image(video, node, "video", "the source clip's frames")
+    frames = sampling.rgb_image(video, node, "video", "the source clip's frames").clamp(0.0, 1.0)
     height, width = frames.shape[1:3]
     if width % 8 or height % 8:
         # VAE Encode would crop silently, and the frames would no longer match the decoded result.
@@ -141,7 +120,7 @@ def video_to_video_inputs(positive: list, negative: list, vae, model, *, video=N
         raise ValueError(f"{node}, input 'vae': an SD1.x/SD2.x VAE (4 latent channels, 8x downscale) is needed, "
                          f"this one has {getattr(vae, 'latent_channels', '?')} channels")
     if keyframe is not None:
-        keyframe = check_image(keyframe, node, "keyframe", "the appearance keyframe")
+        keyframe = sampling.rgb_image(keyframe, node, "keyframe", "the appearance keyframe").clamp(0.0, 1.0)
     clip = check_source(video, video_latent, node)
     source = "video" if video is not None else "video_latent"
     # Frame counts first: a mismatch is refused before anything is encoded.
@@ -167,7 +146,8 @@ def video_to_video_inputs(positive: list, negative: list, vae, model, *, video=N
         # Each video's own frame at the keyframe position: its latent is already in z_video.
         keyframes = rearrange(z_video, "(b t) c h w -> b t c h w", t=frames)[:, key].clone()
     else:
-        pixels = sampling.prepare_keyframes(keyframe, latent_w * 8, latent_h * 8, resize_method, crop, node)
+        pixels = sampling.prepare_keyframes(keyframe, latent_w * 8, latent_h * 8, resize_method, crop, node,
+                                          name="keyframe")
         keyframes = memory_check.encode_keyframes(vae, pixels).float().cpu()
     samples = noise_prior.video_prior_latent(z_video, keyframes, noise_prior_gamma, scale)
     conds = conditioning.appearance_model_conds(keyframes, frames, key, appearance_strength)

@@ -11,8 +11,9 @@ from .inputs import Int, Widgets
 MAX_VIDEOS = 4096
 VIDEOS_TOOLTIP = ("How many videos the IMAGE batches hold, one after another (one per keyframe given to Image To "
                   "Video).")
-LAST_WIDGETS = Widgets(extend.LAST_FRAME, Int("videos", 1, 1, MAX_VIDEOS, VIDEOS_TOOLTIP))
-EXTEND_WIDGETS = Widgets(extend.EXTEND, Int("videos", 1, 1, MAX_VIDEOS, VIDEOS_TOOLTIP))
+VIDEOS = Int("videos", 1, 1, MAX_VIDEOS, VIDEOS_TOOLTIP)
+LAST_WIDGETS = Widgets(extend.LAST_FRAME, VIDEOS)
+EXTEND_WIDGETS = Widgets(extend.EXTEND, VIDEOS)
 
 
 class MicroCinemaLastFrame(io.ComfyNode):

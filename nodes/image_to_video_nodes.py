@@ -37,10 +37,11 @@ VIDEO = {w.name: w for w in (
 
 
 def keyframe_in_clip(node: str):
-    """The rule across inputs: with keyframe_position 'index', keyframe_index must be a frame of the clip."""
+    """The rule across inputs: with keyframe_position 'index', keyframe_index must be a frame of the clip. A length
+    of 0 (Video To Video: all source frames) is known only from the source, and checked there."""
     def rule(values: dict) -> str | None:
         length, index = values.get("length"), values.get("keyframe_index")
-        if values.get("keyframe_position") == "index" and length is not None and index is not None \
+        if values.get("keyframe_position") == "index" and length and index is not None \
                 and not -length <= index < length:
             return (f"{node}: input 'keyframe_index' {index} is outside a clip of {length} frames "
                     f"(allowed {-length}..{length - 1})")

@@ -6,23 +6,10 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..microcinema_core import noise_prior, video_to_video
+from .image_to_video_nodes import CROP_MODES, MAX_FRAMES, RESIZE_METHODS, VIDEO, keyframe_in_clip
 from .inputs import Combo, Float, Int, Widgets
 
 NODE = video_to_video.VIDEO_TO_VIDEO
-MAX_FRAMES = 4096
-RESIZE_METHODS = ["bilinear", "bicubic", "area", "lanczos", "nearest-exact"]
-CROP_MODES = ["center", "disabled"]
-
-
-def _keyframe_in_clip(values: dict) -> str | None:
-    """With keyframe_position 'index' and a given length, keyframe_index must be a frame of the clip (length 0:
-    the clip's length is known only from the source, checked in video_to_video_inputs)."""
-    length, index = values.get("length"), values.get("keyframe_index")
-    if values.get("keyframe_position") == "index" and length and index is not None and not -length <= index < length:
-        return (f"{NODE}: input 'keyframe_index' {index} is outside a clip of {length} frames "
-                f"(allowed {-length}..{length - 1})")
-    return None
-
 
 WIDGETS = Widgets(
     NODE,
@@ -30,10 +17,8 @@ WIDGETS = Widgets(
         "keyframes). The source must hold a whole number of videos."),
     Combo("keyframe_position", list(noise_prior.KEYFRAME_POSITIONS), "first", "Which frame of each video the "
           "keyframe shows: center, first, last, or the frame given by keyframe_index."),
-    Int("keyframe_index", 0, -MAX_FRAMES, MAX_FRAMES, "Frame of the keyframe when keyframe_position is 'index' "
-        "(negative counts from the end)."),
-    Float("appearance_strength", 1.0, 0.0, 10.0, 0.01, "AppearNet strength: 1 is the trained behaviour, 0 switches "
-          "appearance injection off."),
+    VIDEO["keyframe_index"],
+    VIDEO["appearance_strength"],
     Float("noise_prior_gamma", 0.02, 0.0, 1.0, 0.001, "Appearance Noise Prior strength, scaled here for the "
           "KSampler's first sigma. Set 0 when you use 'MicroCinema Noise Prior' with SamplerCustomAdvanced (that "
           "route needs no sigma)."),
@@ -49,7 +34,7 @@ WIDGETS = Widgets(
           "disabled stretches it to the clip's size."),
     Combo("resize_method", RESIZE_METHODS, "bilinear", "Interpolation used to resize the keyframe to the clip's "
           "size."),
-    rules=[_keyframe_in_clip],
+    rules=[keyframe_in_clip(NODE)],
 )
 
 

@@ -82,11 +82,16 @@ def keyframe_from_text(g: Graph, ckpt: NodeRef) -> NodeRef:
     return image
 
 
+def apply_module(g: Graph, ckpt: NodeRef, col: int) -> NodeRef:
+    """MicroCinema Apply Module with the demo module: the video MODEL."""
+    return g.node("MicroCinemaApplyModule", module_name=DEMO_MODULE, motion_module="none",
+                  model=ckpt.out(0)).ui(col=col)
+
+
 def motion_model_and_prompts(g: Graph, ckpt: NodeRef, col: int,
                              motion_prompt: str = MOTION_PROMPT) -> tuple[NodeRef, NodeRef, NodeRef]:
     """MicroCinema Apply Module + the motion prompts: (video MODEL, positive, negative)."""
-    model = g.node("MicroCinemaApplyModule", module_name=DEMO_MODULE, motion_module="none",
-                   model=ckpt.out(0)).ui(col=col)
+    model = apply_module(g, ckpt, col)
     pos = g.node("CLIPTextEncode", text=motion_prompt, clip=ckpt.out(1)).ui(
         col=col, title="Motion prompt", extra_height=90, width=400)
     neg = g.node("CLIPTextEncode", text=MOTION_NEGATIVE, clip=ckpt.out(1)).ui(
@@ -104,12 +109,13 @@ def image_to_video(g: Graph, col: int, ckpt: NodeRef, pos: NodeRef, neg: NodeRef
 
 
 def sample_video(g: Graph, col: int, ckpt: NodeRef, model: NodeRef, positive: Output, negative: Output,
-                 latent: Output, seed: int = 7) -> NodeRef:
-    """The stock KSampler (denoise 1) + VAE Decode: returns the frames (IMAGE batch)."""
+                 latent: Output, seed: int = 7, denoise: float = 1.0, title: str = "KSampler (video)",
+                 decode_title: str = "VAE Decode (frames)") -> NodeRef:
+    """The stock KSampler + VAE Decode: returns the frames (IMAGE batch)."""
     sampled = g.node("KSampler", seed=seed, steps=STEPS, cfg=CFG, sampler_name="euler", scheduler="normal",
-                     denoise=1.0, model=model, positive=positive, negative=negative, latent_image=latent).ui(
-        col=col, title="KSampler (video)")
-    return g.node("VAEDecode", samples=sampled, vae=ckpt.out(2)).ui(col=col, title="VAE Decode (frames)")
+                     denoise=denoise, model=model, positive=positive, negative=negative, latent_image=latent).ui(
+        col=col, title=title)
+    return g.node("VAEDecode", samples=sampled, vae=ckpt.out(2)).ui(col=col, title=decode_title)
 
 
 def stage2(g: Graph, ckpt: NodeRef, keyframe: NodeRef | Output, col: int, **i2v) -> tuple[NodeRef, NodeRef]:
@@ -127,6 +133,15 @@ def savers(g: Graph, col: int, frames: NodeRef, i2v: NodeRef, prefix: str) -> No
         col=col, extra_height=250)
     g.node("SaveAnimatedWEBP", filename_prefix=f"microcinema/{prefix}", fps=fps, lossless=False, quality=85,
            method="default", images=frames).ui(col=col, extra_height=250, linked_widgets={"fps": FPS})
+
+
+def loaded_keyframe(g: Graph) -> NodeRef:
+    """The shipped example picture as the keyframe (column 0, under the checkpoint): no stage 1 to wait for."""
+    return g.node("LoadImage", image=EXAMPLE_KEYFRAME).ui(col=0, title="Keyframe image", extra_height=240)
+
+
+KEYFRAME_NOTE = (f"The keyframe is the example picture `{EXAMPLE_KEYFRAME}` (it ships in the pack's example_workflows/ "
+                 "folder: copy it into ComfyUI/input/); any text-to-image graph or picture works instead.\n\n")
 
 
 # -- the workflows -----------------------------------------------------------------------------------------------
@@ -225,7 +240,7 @@ def keyframe_first_last() -> Workflow:
 def image_to_video_workflow() -> Workflow:
     g = Graph()
     ckpt = checkpoint(g)
-    keyframe = g.node("LoadImage", image=EXAMPLE_KEYFRAME).ui(col=0, title="Keyframe image", extra_height=240)
+    keyframe = loaded_keyframe(g)
     i2v, frames = stage2(g, ckpt, keyframe, col=1, motion_prompt=IMAGE_MOTION_PROMPT)
     savers(g, 4, frames, i2v, "image_to_video")
     return Workflow(
@@ -266,15 +281,6 @@ def long_video() -> Workflow:
         ["text", "keyframe", "context windows", "MicroCinema", f"{LONG_LENGTH} frames"])
 
 
-def loaded_keyframe(g: Graph) -> NodeRef:
-    """The shipped example picture as the keyframe (column 0, under the checkpoint): no stage 1 to wait for."""
-    return g.node("LoadImage", image=EXAMPLE_KEYFRAME).ui(col=0, title="Keyframe image", extra_height=240)
-
-
-KEYFRAME_NOTE = (f"The keyframe is the example picture `{EXAMPLE_KEYFRAME}` (it ships in the pack's example_workflows/ "
-                 "folder: copy it into ComfyUI/input/); any text-to-image graph or picture works instead.\n\n")
-
-
 @example
 def motion_amount() -> Workflow:
     g = Graph()
@@ -305,8 +311,7 @@ def prompt_travel() -> Workflow:
     g = Graph()
     ckpt = checkpoint(g)
     keyframe = loaded_keyframe(g)
-    model = g.node("MicroCinemaApplyModule", module_name=DEMO_MODULE, motion_module="none",
-                   model=ckpt.out(0)).ui(col=1)
+    model = apply_module(g, ckpt, 1)
     half = LENGTH // 2
     travel = g.node("MicroCinemaPromptTravel", clip=ckpt.out(1), length=LENGTH, interpolation="linear",
                     schedule=f"0: a yellow triangle moving up\n{half}: a yellow triangle moving right").ui(
@@ -339,8 +344,7 @@ def video_to_video() -> Workflow:
     ckpt = checkpoint(g)
     keyframe = loaded_keyframe(g)
     source_i2v, source = stage2(g, ckpt, keyframe, col=1, motion_prompt=IMAGE_MOTION_PROMPT)
-    model = g.node("MicroCinemaApplyModule", module_name=DEMO_MODULE, motion_module="none",
-                   model=ckpt.out(0)).ui(col=4)
+    model = apply_module(g, ckpt, 4)
     pos = g.node("CLIPTextEncode", text=V2V_PROMPT, clip=ckpt.out(1)).ui(
         col=4, title="New motion prompt", extra_height=90, width=400)
     neg = g.node("CLIPTextEncode", text=MOTION_NEGATIVE, clip=ckpt.out(1)).ui(
@@ -350,10 +354,8 @@ def video_to_video() -> Workflow:
                  sampler_name="euler", scheduler="normal", crop="center", resize_method="bilinear",
                  positive=pos, negative=neg, model=model, vae=ckpt.out(2), video=source).ui(
         col=5, title=f"Video To Video (denoise {V2V_DENOISE})")
-    sampled = g.node("KSampler", seed=11, steps=STEPS, cfg=CFG, sampler_name="euler", scheduler="normal",
-                     denoise=V2V_DENOISE, model=model, positive=v2v.out(0), negative=v2v.out(1),
-                     latent_image=v2v.out(2)).ui(col=6, title=f"KSampler (denoise {V2V_DENOISE})")
-    frames = g.node("VAEDecode", samples=sampled, vae=ckpt.out(2)).ui(col=6, title="VAE Decode (new frames)")
+    frames = sample_video(g, 6, ckpt, model, v2v.out(0), v2v.out(1), v2v.out(2), seed=11, denoise=V2V_DENOISE,
+                          title=f"KSampler (denoise {V2V_DENOISE})", decode_title="VAE Decode (new frames)")
     savers(g, 7, frames, source_i2v, "video_to_video")
     return Workflow(
         "video_to_video", "MicroCinema: video to video",
